@@ -1,5 +1,254 @@
-"""Reading and writing LXMERT weights: safetensors, PyTorch .bin, key checks."""
+"""Reading and writing LXMERT weights: safetensors, PyTorch .bin (weights only), TF .h5; key checks.
+
+Checkpoint names are those of the transformers LXMERT classes. A checkpoint of one class loads into
+another: the backbone prefix `lxmert.` is added or removed, and heads the target class does not have
+are left out (logged). Anything else that does not fit is reported by name and shape.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+logger = logging.getLogger("lxmert")
+
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+TF_NAME = "tf_model.h5"
+CONFIG_NAME = "config.json"
+
+# Head modules of the LXMERT family. A checkpoint may carry heads the target class lacks (a pretraining
+# checkpoint loaded into LxmertForQuestionAnswering): those tensors are not used, not an error.
+HEAD_PREFIXES = ("cls.", "obj_predict_head.", "answer_head.")
+
+# Old BERT-era checkpoints name LayerNorm parameters gamma / beta.
+_RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]
 
 
 class CheckpointError(ValueError):
     """A checkpoint file is unreadable, or its tensors do not fit the model (names and shapes say which)."""
+
+
+@dataclass
+class Checkpoint:
+    """Tensors read from one file, and where each came from (for error messages)."""
+
+    path: Path
+    state_dict: dict[str, torch.Tensor]
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def describe(self, name: str) -> str:
+        """The checkpoint's own name for a tensor, with the file dataset it came from when that differs."""
+        source = self.sources.get(name)
+        return name if source is None or source == name else f"{name} (from {source})"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reading
+
+
+def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a .safetensors, a PyTorch .bin/.pt/.pth (weights_only) or a TF .h5 file; never runs code."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint file {path} is empty")
+    if path.suffix == ".h5":
+        from lxmert.tf_checkpoint import read_tf_checkpoint
+
+        tf = read_tf_checkpoint(path)
+        return Checkpoint(path, tf.state_dict, tf.sources)
+    if path.suffix == ".safetensors":
+        state_dict = _read_safetensors(path)
+    else:
+        state_dict = _read_torch(path)
+    return Checkpoint(path, state_dict)
+
+
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises its own error type for every malformed file
+        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+
+
+def _read_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"{path} holds Python objects other than tensors; it was not loaded, because unpickling them "
+            f"could run code ({str(e).splitlines()[-1] if str(e) else e})"
+        ) from e
+    except Exception as e:  # truncated zip, not a torch file at all, ...
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(e).__name__}: {e}") from e
+    # Some training scripts wrap the weights: {"state_dict": {...}} or {"model": {...}}.
+    if isinstance(loaded, dict) and len(loaded) == 1 and next(iter(loaded)) in ("state_dict", "model"):
+        loaded = next(iter(loaded.values()))
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a dict of tensors")
+    not_tensors = [k for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
+    if not_tensors:
+        raise CheckpointError(f"{path} holds entries that are not tensors: {not_tensors[:10]}")
+    return dict(loaded)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Fitting a checkpoint to a model
+
+
+@dataclass
+class KeyReport:
+    """How a checkpoint's tensors line up with a model's parameters (after renames and prefixes)."""
+
+    state_dict: dict[str, torch.Tensor]  # model name -> tensor
+    origin: dict[str, str]  # model name -> the checkpoint's name
+    missing: list[str]
+    unexpected: list[str]  # checkpoint names
+    mismatched: list[str]  # model names
+    unused_heads: list[str]  # checkpoint names
+
+
+def match_keys(model: nn.Module, checkpoint: Checkpoint) -> KeyReport:
+    """Rename the checkpoint's tensors to the model's names and sort out what fits."""
+    expected = {name: p.shape for name, p in model.state_dict().items() if name not in model.tied_weights}
+    has_backbone_attr = hasattr(model, model.base_model_prefix)
+    prefix = model.base_model_prefix + "."
+
+    ckpt_has_prefix = any(name.startswith(prefix) for name in checkpoint.state_dict)
+
+    state_dict: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    unused_heads: list[str] = []
+    unexpected: list[str] = []
+    for name, tensor in checkpoint.state_dict.items():
+        target = name
+        for pattern, replacement in _RENAMES:
+            target = pattern.sub(replacement, target)
+        if has_backbone_attr and not ckpt_has_prefix and not target.startswith(HEAD_PREFIXES):
+            target = prefix + target  # backbone-only checkpoint into a model with heads
+        elif not has_backbone_attr and ckpt_has_prefix:
+            if not target.startswith(prefix):
+                unused_heads.append(name)  # heads of a bigger model
+                continue
+            target = target[len(prefix) :]
+        if target in expected:
+            state_dict[target] = tensor
+            origin[target] = name
+        elif target in model.tied_weights:
+            continue  # e.g. the MLM decoder, tied to the word embeddings
+        elif target.startswith(HEAD_PREFIXES):
+            unused_heads.append(name)
+        else:
+            unexpected.append(name)
+    mismatched = [name for name, tensor in state_dict.items() if tuple(tensor.shape) != tuple(expected[name])]
+    missing = [name for name in expected if name not in state_dict]
+    return KeyReport(state_dict, origin, missing, unexpected, mismatched, unused_heads)
+
+
+def check_report(model: nn.Module, checkpoint: Checkpoint, report: KeyReport, *, strict: bool) -> None:
+    """Raise CheckpointError for what cannot be loaded; warn for what strict=False lets through."""
+    expected = {name: tuple(p.shape) for name, p in model.state_dict().items()}
+    original = checkpoint.state_dict
+    problems = []
+    if report.mismatched:
+        problems.append(
+            "tensors of the wrong shape:\n"
+            + "\n".join(
+                f"  {checkpoint.describe(report.origin[n])}: checkpoint {tuple(report.state_dict[n].shape)}, "
+                f"model {expected[n]}"
+                for n in report.mismatched
+            )
+        )
+    if report.missing and strict:
+        problems.append(
+            "missing tensors:\n"
+            + "\n".join(f"  {n} {expected[n]}" for n in report.missing)
+            + "\n  (pass strict=False to initialize them randomly, e.g. to fine-tune a new head)"
+        )
+    if report.unexpected and strict:
+        problems.append(
+            "unexpected tensors (not part of an LXMERT model):\n"
+            + "\n".join(f"  {checkpoint.describe(n)} {tuple(original[n].shape)}" for n in report.unexpected)
+        )
+    if problems:
+        raise CheckpointError(f"{checkpoint.path} does not fit {type(model).__name__}: " + "\n".join(problems))
+    if report.missing:
+        warnings.warn(
+            f"{type(model).__name__}: {len(report.missing)} tensors are not in {checkpoint.path} and were "
+            f"initialized randomly: {', '.join(report.missing[:8])}{' ...' if len(report.missing) > 8 else ''}",
+            stacklevel=4,
+        )
+    if report.unexpected:
+        warnings.warn(
+            f"{checkpoint.path}: ignored tensors that are not part of an LXMERT model: "
+            f"{', '.join(report.unexpected[:8])}{' ...' if len(report.unexpected) > 8 else ''}",
+            stacklevel=4,
+        )
+    if report.unused_heads:
+        logger.info(
+            "%s: %d tensors of heads that %s does not have were not used",
+            checkpoint.path,
+            len(report.unused_heads),
+            type(model).__name__,
+        )
+
+
+def build_from_checkpoint(
+    cls: type[nn.Module], config, checkpoint: Checkpoint, *, strict: bool, dtype: torch.dtype | None
+) -> nn.Module:
+    """Construct `cls(config)` holding the checkpoint's tensors.
+
+    When every tensor is present the model is built on the meta device and takes the checkpoint's
+    tensors as they are (no random initialization, no second copy in memory).
+    """
+    with torch.device("meta"):
+        skeleton = cls(config)
+    report = match_keys(skeleton, checkpoint)
+    check_report(skeleton, checkpoint, report, strict=strict)
+    if report.missing:
+        model = cls(config)  # initialized on the CPU; the checkpoint overwrites what it has
+        model.load_state_dict(report.state_dict, strict=False)
+    else:
+        model = skeleton
+        model.load_state_dict(report.state_dict, strict=False, assign=True)
+    model.tie_weights()
+    if dtype is None:
+        dtype = torch.float32
+    return model.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def save_model(model: nn.Module, directory: str | os.PathLike, *, safe_serialization: bool = True) -> None:
+    """Write config.json (with `architectures`) and model.safetensors or pytorch_model.bin."""
+    directory = Path(directory)
+    if directory.exists() and not directory.is_dir():
+        raise NotADirectoryError(f"cannot save into {directory}: it is a file")
+    directory.mkdir(parents=True, exist_ok=True)
+    config = model.config
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(directory)
+    state_dict = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    if safe_serialization:
+        from safetensors.torch import save_file
+
+        # safetensors refuses tensors that share memory: the tied decoder is restored on load.
+        for name in model.tied_weights:
+            state_dict.pop(name, None)
+        save_file(state_dict, directory / SAFETENSORS_NAME, metadata={"format": "pt"})
+    else:
+        torch.save(state_dict, directory / PYTORCH_NAME)
