@@ -10,8 +10,10 @@ from lxmert.modeling import (
     LxmertPreTrainedModel,
 )
 from lxmert.outputs import LxmertForPreTrainingOutput, LxmertForQuestionAnsweringOutput, LxmertModelOutput
+from lxmert.tokenization import BatchEncoding, LxmertTokenizer, LxmertTokenizerFast
 
 __all__ = [
+    "BatchEncoding",
     "CheckpointError",
     "LxmertConfig",
     "LxmertForPreTraining",
@@ -21,5 +23,7 @@ __all__ = [
     "LxmertModel",
     "LxmertModelOutput",
     "LxmertPreTrainedModel",
+    "LxmertTokenizer",
+    "LxmertTokenizerFast",
     "load_answers",
 ]

@@ -10,7 +10,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
@@ -35,41 +35,65 @@ class ModelFiles:
     weights: Path
 
 
-def _local_folder_hint(name: str) -> str:
-    return (
-        f"to load {name!r} without the network, download it once (huggingface-cli download {name}) "
-        "or pass a local folder that holds config.json and model.safetensors or pytorch_model.bin"
-    )
+MODEL_HINT = (
+    "to load it without the network, download it once (huggingface-cli download <id>) or pass a local "
+    "folder that holds config.json and model.safetensors or pytorch_model.bin"
+)
 
 
-def hub_file(repo_id: str, filename: str, hub_kwargs: dict[str, Any]) -> Path | None:
-    """Download (or find in the cache) one file of a hub repository; None if the repo has no such file."""
-    import huggingface_hub
-    from huggingface_hub import errors
+class HubRepo:
+    """Files of one Hugging Face hub repository, through huggingface_hub's download cache.
 
-    kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
-    try:
-        return Path(huggingface_hub.hf_hub_download(repo_id, filename, **kwargs))
-    except errors.LocalEntryNotFoundError as e:  # offline and not cached (check before EntryNotFoundError)
-        raise OSError(
-            f"cannot fetch {filename} of {repo_id!r} from the Hugging Face hub (offline, or the hub is not "
-            f"reachable, and it is not in the local cache); {_local_folder_hint(repo_id)}"
-        ) from e
-    except errors.RepositoryNotFoundError as e:
-        raise OSError(
-            f"{repo_id!r} is neither a local folder nor a model on the Hugging Face hub (a private or gated "
-            "model needs token=...)"
-        ) from e
-    except errors.RevisionNotFoundError as e:
-        raise OSError(f"{repo_id!r} has no revision {hub_kwargs.get('revision')!r} on the hub") from e
-    except errors.EntryNotFoundError:
-        return None
-    except errors.HfHubHTTPError as e:
-        raise OSError(f"cannot fetch {filename} of {repo_id!r} from the hub: {e}; {_local_folder_hint(repo_id)}") from e
+    Once the hub proves unreachable (offline, HF_HUB_OFFLINE), later look-ups ask only the cache
+    instead of waiting for the network once per file. Failures raise `error` naming the id and `hint`.
+    """
+
+    def __init__(self, repo_id: str, hub_kwargs: dict[str, Any], *, hint: str, error: type[OSError] = OSError):
+        self.repo_id = repo_id
+        self.kwargs = {k: v for k, v in hub_kwargs.items() if v is not None}
+        self.hint = hint
+        self.error = error
+        self.unreachable = False
+
+    def fail(self, problem: str) -> NoReturn:
+        raise self.error(f"{self.repo_id!r} is not a local folder and {problem}; {self.hint}")
+
+    def get(self, filename: str) -> Path | None:
+        """The file's local path, or None when the repository (or the cache, offline) lacks it."""
+        import huggingface_hub
+        from huggingface_hub import errors
+
+        try:
+            return Path(huggingface_hub.hf_hub_download(self.repo_id, filename, **self.kwargs))
+        except errors.LocalEntryNotFoundError:  # a subclass of EntryNotFoundError: test it first
+            self.unreachable = True
+            self.kwargs["local_files_only"] = True
+            return None
+        except errors.EntryNotFoundError:
+            return None
+        except Exception as e:  # no such repository or revision, gated, invalid id, network failure ...
+            self.fail(f"the Hugging Face hub did not give its files ({type(e).__name__}: {e})")
+
+    def first(self, filenames: list[str] | tuple[str, ...]) -> Path:
+        """The first of `filenames` the repository has."""
+        for filename in filenames:
+            path = self.get(filename)
+            if path is not None:
+                return path
+        why = (
+            "the hub is unreachable (offline, or HF_HUB_OFFLINE is set) and they are not in the local cache"
+            if self.unreachable
+            else "the repository has none of them"
+        )
+        self.fail(f"no {' or '.join(filenames)} was found for it: {why}")
 
 
-def _looks_like_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~")) and name.count("/") <= 1
+def _hub_id(name_or_path: str | os.PathLike) -> str:
+    """`name_or_path` as a hub id, or OSError when it can only have meant a local path."""
+    name = os.fspath(name_or_path)
+    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+        raise OSError(f"{name!r} is not an existing file or folder, nor a Hugging Face hub id")
+    return name
 
 
 def resolve_files(name_or_path: str | os.PathLike, *, from_tf: bool, hub_kwargs: dict[str, Any]) -> ModelFiles:
@@ -90,17 +114,9 @@ def resolve_files(name_or_path: str | os.PathLike, *, from_tf: bool, hub_kwargs:
         raise OSError(
             f"no LXMERT weights in folder {path}: looked for {', '.join(names)}; it holds {present or 'nothing'}"
         )
-    name = os.fspath(name_or_path)
-    if not _looks_like_hub_id(name):
-        raise OSError(f"{name!r} is not an existing file or folder, nor a Hugging Face hub id")
-    config = hub_file(name, CONFIG_NAME, hub_kwargs)
-    if config is None:
-        raise OSError(f"the hub repository {name!r} has no config.json: it is not a transformers-style model")
-    for filename in names:
-        weights = hub_file(name, filename, hub_kwargs)
-        if weights is not None:
-            return ModelFiles(config, weights)
-    raise OSError(f"the hub repository {name!r} has none of {', '.join(names)}")
+    repo = HubRepo(_hub_id(name_or_path), hub_kwargs, hint=MODEL_HINT)
+    config = repo.first([CONFIG_NAME])
+    return ModelFiles(config, repo.first(names))
 
 
 def resolve_config(
@@ -117,12 +133,8 @@ def resolve_config(
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
             raise OSError(f"folder {path} has no config.json")
-    elif _looks_like_hub_id(os.fspath(name_or_path)):
-        config_path = hub_file(os.fspath(name_or_path), CONFIG_NAME, hub_kwargs)
-        if config_path is None:
-            raise OSError(f"the hub repository {os.fspath(name_or_path)!r} has no config.json")
     else:
-        raise OSError(f"{os.fspath(name_or_path)!r} is not an existing file or folder, nor a Hugging Face hub id")
+        config_path = HubRepo(_hub_id(name_or_path), hub_kwargs, hint=MODEL_HINT).first([CONFIG_NAME])
     return fill_answer_labels(LxmertConfig.from_json_file(config_path, **(overrides or {})))
 
 
