@@ -53,6 +53,10 @@ class Activation(nn.Module):
         self.fn = ACTIVATIONS[name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # Without autograd the exact GELU can overwrite its input (a fresh Linear output): one large
+        # buffer less to allocate and fault in per feed-forward block.
+        if self.name == "gelu" and not torch.is_grad_enabled():
+            return torch.ops.aten.gelu_(x)
         return self.fn(x)
 
     def extra_repr(self) -> str:
@@ -164,7 +168,8 @@ class LxmertAttentionOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, attended: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(attended)) + residual)
+        # In place: the dense output is fresh, and neither dense nor dropout needs it for backward.
+        return self.LayerNorm(self.dropout(self.dense(attended)).add_(residual))
 
 
 class LxmertSelfAttentionLayer(nn.Module):
@@ -224,7 +229,7 @@ class LxmertOutput(nn.Module):
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
     def forward(self, intermediate: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(intermediate)) + residual)
+        return self.LayerNorm(self.dropout(self.dense(intermediate)).add_(residual))
 
 
 class LxmertLayer(nn.Module):
