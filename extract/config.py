@@ -1,0 +1,490 @@
+"""DetectorConfig: the architecture and test-time settings of the VG bottom-up-attention Faster R-CNN.
+
+Fields are flat; each one is read from / written to one detectron2 YAML key (the table `_FIELD_KEYS`),
+so the configs of detectron2 and py-bottom-up-attention load as they are. Defaults are the full
+Visual Genome model that produced LXMERT's features: ResNet-101 C4 with the caffe max-pool stem, an
+RPN with 512 hidden channels keeping 6000 / 300 proposals, 1600 classes and 400 attributes, input
+resized to a 600 shortest side (1000 longest).
+
+Reading a YAML (`from_yaml`):
+- The YAML is a diff against these defaults (not against detectron2's own defaults, which describe a
+  COCO model). `_BASE_` files are merged first when they exist next to the YAML; a missing
+  `Base-RCNN-C4.yaml` (py-bottom-up-attention's configs name `../Base-RCNN-C4.yaml`, which lives in
+  the detectron2 tree) is skipped: its only inference settings are Res5ROIHeads, 6000 pre-NMS
+  proposals and 1000 post-NMS proposals, and the bundled defaults stand in for it (with the 300
+  post-NMS proposals the VG extraction scripts set in code). Any other missing base is an error.
+- Keys that only matter for training or for components this model does not have are accepted and
+  ignored (`IGNORED_KEYS`, `IGNORED_SECTIONS`). Keys that select a component are checked against
+  what this implementation builds (`_CHOICES`): an FPN backbone, a RoIAlign pooler or deformable
+  convolutions are refused with the key path and the supported values. Any other key is an error.
+- String values are parsed as Python literals, as detectron2 does (`MIN_SIZE_TRAIN: (640, 672)`).
+"""
+
+from __future__ import annotations
+
+import ast
+import math
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+# ResNet blocks per stage (res2, res3, res4, res5) for the bottleneck depths.
+RESNET_STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
+
+# Stride of res4, the only feature map of a C4 model: RPN anchors and ROI pooling are laid on it.
+FEATURE_STRIDE = 16
+
+
+class ConfigError(ValueError):
+    """A YAML key or value that this detector cannot honour; the message names the key path."""
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Hyper-parameters of the VG Faster R-CNN; defaults are the full bottom-up-attention model."""
+
+    # Backbone (MODEL.RESNETS.*, MODEL.CAFFE_MAXPOOL)
+    resnet_depth: int = 101
+    stem_out_channels: int = 64
+    res2_out_channels: int = 256
+    num_groups: int = 1
+    width_per_group: int = 64
+    stride_in_1x1: bool = True
+    # A C4 backbone ends at res4; res5 is built by the ROI head, so this detectron2 key has no effect.
+    res5_dilation: int = 1
+    caffe_maxpool: bool = True
+
+    # Anchors and RPN (MODEL.ANCHOR_GENERATOR.*, MODEL.RPN.*, MODEL.PROPOSAL_GENERATOR.*)
+    anchor_sizes: tuple[float, ...] = (64.0, 128.0, 256.0, 512.0)
+    anchor_aspect_ratios: tuple[float, ...] = (0.5, 1.0, 2.0)
+    anchor_offset: float = 0.0
+    rpn_hidden_channels: int = 512  # -1: as many as res4 has (py-bottom-up-attention's default)
+    rpn_pre_nms_topk_test: int = 6000
+    rpn_post_nms_topk_test: int = 300
+    rpn_nms_thresh: float = 0.7
+    rpn_min_size: float = 0.0
+    rpn_bbox_reg_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+
+    # ROI head (MODEL.ROI_HEADS.*, MODEL.ROI_BOX_HEAD.*)
+    num_classes: int = 1600
+    score_thresh_test: float = 0.2
+    nms_thresh_test: float = 0.6
+    pooler_resolution: int = 14
+    box_reg_weights: tuple[float, float, float, float] = (10.0, 10.0, 5.0, 5.0)
+    res5_halve: bool = False
+    attribute_head: bool = True
+    num_attributes: int = 400
+
+    # Input (MODEL.PIXEL_*, INPUT.*) and output (TEST.*)
+    pixel_mean: tuple[float, float, float] = (102.9801, 115.9465, 122.7717)
+    pixel_std: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    min_size_test: int = 600
+    max_size_test: int = 1000
+    input_format: str = "BGR"
+    detections_per_image: int = 100
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.resnet_depth in RESNET_STAGE_BLOCKS, "resnet_depth", f"one of {sorted(RESNET_STAGE_BLOCKS)}"),
+            (self.res5_dilation in (1, 2), "res5_dilation", "1 or 2"),
+            (self.rpn_hidden_channels == -1 or self.rpn_hidden_channels > 0, "rpn_hidden_channels", "> 0 or -1"),
+            (self.num_classes > 0, "num_classes", "> 0"),
+            (not self.attribute_head or self.num_attributes > 0, "num_attributes", "> 0 with the attribute head"),
+            (self.min_size_test > 0 and self.max_size_test > 0, "min_size_test", "positive sizes"),
+            (self.input_format == "BGR", "input_format", '"BGR" (the network was trained on BGR input)'),
+            (self.pooler_resolution > 0, "pooler_resolution", "> 0"),
+        ]
+        for ok, name, expected in checks:
+            if not ok:
+                key = _FIELD_KEYS[name][0]
+                raise ConfigError(f"DetectorConfig.{name} ({key}) = {getattr(self, name)!r}: expected {expected}")
+
+    # Derived sizes ---------------------------------------------------------------------------------
+
+    @property
+    def stage_blocks(self) -> tuple[int, int, int, int]:
+        """Bottleneck blocks in res2, res3, res4, res5."""
+        return RESNET_STAGE_BLOCKS[self.resnet_depth]
+
+    @property
+    def res4_channels(self) -> int:
+        return self.res2_out_channels * 4
+
+    @property
+    def pooled_dim(self) -> int:
+        """Size of a region feature: the channels of res5 (2048 for the full model)."""
+        return self.res2_out_channels * 8
+
+    @property
+    def rpn_channels(self) -> int:
+        return self.res4_channels if self.rpn_hidden_channels == -1 else self.rpn_hidden_channels
+
+    @property
+    def num_cell_anchors(self) -> int:
+        return len(self.anchor_sizes) * len(self.anchor_aspect_ratios)
+
+    # Reading and writing ---------------------------------------------------------------------------
+
+    @classmethod
+    def from_yaml(cls, source: str | os.PathLike) -> DetectorConfig:
+        """Read a detectron2 / py-bottom-up-attention YAML file (a path) or YAML text (a str)."""
+        path = _as_existing_file(source)
+        if path is not None:
+            tree = _load_yaml_tree(path, seen=())
+        else:
+            tree = _parse_yaml(str(source), where="YAML text")
+            if "_BASE_" in tree:
+                tree = _merge(_load_base(tree.pop("_BASE_"), Path.cwd(), seen=()), tree)
+        return cls.from_dict(tree)
+
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any]) -> DetectorConfig:
+        """Read a nested dict in detectron2 key layout (what `to_dict` writes, or a parsed YAML)."""
+        values: dict[str, Any] = {}
+        for key, value in _flatten(tree):
+            _read_key(key, value, values)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The complete configuration as a nested dict with detectron2 key names (no _BASE_)."""
+        tree: dict[str, Any] = {}
+        for key, allowed in _CHOICES.items():
+            _set_path(tree, key, allowed[0])
+        for name, (key, _) in _FIELD_KEYS.items():
+            value = getattr(self, name)
+            _set_path(tree, key, _to_yaml_value(name, value))
+        tree["VERSION"] = 2
+        return tree
+
+    def to_yaml(self, path: str | os.PathLike | None = None) -> str:
+        """The complete configuration as detectron2 YAML text; also written to `path` when given."""
+        yaml = _import_yaml()
+        text = "# VG bottom-up-attention Faster R-CNN (extract.config.DetectorConfig)\n" + yaml.safe_dump(
+            self.to_dict(), sort_keys=False, default_flow_style=None
+        )
+        if path is not None:
+            Path(path).write_text(text, encoding="utf-8")
+        return text
+
+
+# ---------------------------------------------------------------------------------------------------
+# The key table
+
+
+def _to_int(v: Any) -> int:
+    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
+        raise TypeError("expected an integer")
+    return int(v)
+
+
+def _to_float(v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise TypeError("expected a number")
+    return float(v)
+
+
+def _to_bool(v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError("expected true or false")
+    return v
+
+
+def _to_str(v: Any) -> str:
+    if not isinstance(v, str):
+        raise TypeError("expected a string")
+    return v
+
+
+def _floats(n: int | None) -> Callable[[Any], tuple[float, ...]]:
+    def convert(v: Any) -> tuple[float, ...]:
+        if not isinstance(v, list | tuple) or (n is not None and len(v) != n):
+            raise TypeError(f"expected a list of {n or 'some'} numbers")
+        return tuple(_to_float(x) for x in v)
+
+    return convert
+
+
+def _one_level(v: Any) -> tuple[float, ...]:
+    # detectron2 writes one list per feature level ([[64, 128, 256, 512]]); a flat list is broadcast.
+    if isinstance(v, list | tuple) and v and all(isinstance(x, list | tuple) for x in v):
+        if len(v) != 1:
+            raise TypeError("one feature level (res4) has one list; several levels need an FPN (not supported)")
+        v = v[0]
+    return _floats(None)(v)
+
+
+# field -> (YAML key, converter)
+_FIELD_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
+    "resnet_depth": ("MODEL.RESNETS.DEPTH", _to_int),
+    "stem_out_channels": ("MODEL.RESNETS.STEM_OUT_CHANNELS", _to_int),
+    "res2_out_channels": ("MODEL.RESNETS.RES2_OUT_CHANNELS", _to_int),
+    "num_groups": ("MODEL.RESNETS.NUM_GROUPS", _to_int),
+    "width_per_group": ("MODEL.RESNETS.WIDTH_PER_GROUP", _to_int),
+    "stride_in_1x1": ("MODEL.RESNETS.STRIDE_IN_1X1", _to_bool),
+    "res5_dilation": ("MODEL.RESNETS.RES5_DILATION", _to_int),
+    "caffe_maxpool": ("MODEL.CAFFE_MAXPOOL", _to_bool),
+    "anchor_sizes": ("MODEL.ANCHOR_GENERATOR.SIZES", _one_level),
+    "anchor_aspect_ratios": ("MODEL.ANCHOR_GENERATOR.ASPECT_RATIOS", _one_level),
+    "anchor_offset": ("MODEL.ANCHOR_GENERATOR.OFFSET", _to_float),
+    "rpn_hidden_channels": ("MODEL.PROPOSAL_GENERATOR.HID_CHANNELS", _to_int),
+    "rpn_pre_nms_topk_test": ("MODEL.RPN.PRE_NMS_TOPK_TEST", _to_int),
+    "rpn_post_nms_topk_test": ("MODEL.RPN.POST_NMS_TOPK_TEST", _to_int),
+    "rpn_nms_thresh": ("MODEL.RPN.NMS_THRESH", _to_float),
+    "rpn_min_size": ("MODEL.PROPOSAL_GENERATOR.MIN_SIZE", _to_float),
+    "rpn_bbox_reg_weights": ("MODEL.RPN.BBOX_REG_WEIGHTS", _floats(4)),
+    "num_classes": ("MODEL.ROI_HEADS.NUM_CLASSES", _to_int),
+    "score_thresh_test": ("MODEL.ROI_HEADS.SCORE_THRESH_TEST", _to_float),
+    "nms_thresh_test": ("MODEL.ROI_HEADS.NMS_THRESH_TEST", _to_float),
+    "pooler_resolution": ("MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION", _to_int),
+    "box_reg_weights": ("MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", _floats(4)),
+    "res5_halve": ("MODEL.ROI_BOX_HEAD.RES5HALVE", _to_bool),
+    "attribute_head": ("MODEL.ROI_BOX_HEAD.ATTR", _to_bool),
+    "num_attributes": ("MODEL.ROI_BOX_HEAD.NUM_ATTRS", _to_int),
+    "pixel_mean": ("MODEL.PIXEL_MEAN", _floats(3)),
+    "pixel_std": ("MODEL.PIXEL_STD", _floats(3)),
+    "min_size_test": ("INPUT.MIN_SIZE_TEST", _to_int),
+    "max_size_test": ("INPUT.MAX_SIZE_TEST", _to_int),
+    "input_format": ("INPUT.FORMAT", _to_str),
+    "detections_per_image": ("TEST.DETECTIONS_PER_IMAGE", _to_int),
+}
+_KEY_TO_FIELD = {key: name for name, (key, _) in _FIELD_KEYS.items()}
+
+# Other spellings of a field's key: py-bottom-up-attention era forks write the RPN's minimum box size
+# under MODEL.RPN.
+_ALIASES = {"MODEL.RPN.MIN_SIZE": "MODEL.PROPOSAL_GENERATOR.MIN_SIZE"}
+
+# Keys that choose a component: the values this implementation builds (the first one is written).
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "MODEL.META_ARCHITECTURE": ("GeneralizedRCNN",),
+    "MODEL.BACKBONE.NAME": ("build_resnet_backbone", "build_resnet_backbone_caffe_maxpool"),
+    "MODEL.RESNETS.OUT_FEATURES": (["res4"],),
+    "MODEL.RESNETS.NORM": ("FrozenBN",),
+    "MODEL.RESNETS.DEFORM_ON_PER_STAGE": ([False, False, False, False],),
+    "MODEL.PROPOSAL_GENERATOR.NAME": ("RPN",),
+    "MODEL.ANCHOR_GENERATOR.NAME": ("DefaultAnchorGenerator",),
+    "MODEL.RPN.HEAD_NAME": ("StandardRPNHead", "StandardRPNHeadForVGWithHiddenDim"),
+    "MODEL.RPN.IN_FEATURES": (["res4"],),
+    "MODEL.ROI_HEADS.NAME": ("Res5ROIHeads", "AttributeRes5ROIHeads", "Res5ROIHeadsForVGStride"),
+    "MODEL.ROI_HEADS.IN_FEATURES": (["res4"],),
+    "MODEL.ROI_BOX_HEAD.POOLER_TYPE": ("ROIPool",),
+    "MODEL.ROI_BOX_HEAD.CLS_AGNOSTIC_BBOX_REG": (False,),
+    "MODEL.MASK_ON": (False,),
+    "MODEL.KEYPOINT_ON": (False,),
+    "MODEL.LOAD_PROPOSALS": (False,),
+}
+
+# Inference-irrelevant keys, accepted and ignored: training schedules and losses, data loading,
+# bookkeeping, and (for a C4 model) the box-head layers that only StandardROIHeads builds.
+IGNORED_KEYS = frozenset(
+    {
+        "VERSION",
+        "SEED",
+        "OUTPUT_DIR",
+        "CUDNN_BENCHMARK",
+        "VIS_PERIOD",
+        "MODEL.DEVICE",
+        "MODEL.WEIGHTS",
+        "MODEL.BACKBONE.FREEZE_AT",
+        "MODEL.RESNETS.DEFORM_MODULATED",
+        "MODEL.RESNETS.DEFORM_NUM_GROUPS",
+        "MODEL.ANCHOR_GENERATOR.ANGLES",
+        "MODEL.RPN.CONV_DIMS",  # checked in _read_key: only [-1] ("as many as res4") or one value
+        "MODEL.RPN.BOUNDARY_THRESH",
+        "MODEL.RPN.IOU_THRESHOLDS",
+        "MODEL.RPN.IOU_LABELS",
+        "MODEL.RPN.BATCH_SIZE_PER_IMAGE",
+        "MODEL.RPN.POSITIVE_FRACTION",
+        "MODEL.RPN.BBOX_REG_LOSS_TYPE",
+        "MODEL.RPN.BBOX_REG_LOSS_WEIGHT",
+        "MODEL.RPN.SMOOTH_L1_BETA",
+        "MODEL.RPN.LOSS_WEIGHT",
+        "MODEL.RPN.PRE_NMS_TOPK_TRAIN",
+        "MODEL.RPN.POST_NMS_TOPK_TRAIN",
+        "MODEL.ROI_HEADS.IOU_THRESHOLDS",
+        "MODEL.ROI_HEADS.IOU_LABELS",
+        "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE",
+        "MODEL.ROI_HEADS.POSITIVE_FRACTION",
+        "MODEL.ROI_HEADS.PROPOSAL_APPEND_GT",
+        "MODEL.ROI_BOX_HEAD.NAME",
+        "MODEL.ROI_BOX_HEAD.NUM_FC",
+        "MODEL.ROI_BOX_HEAD.FC_DIM",
+        "MODEL.ROI_BOX_HEAD.NUM_CONV",
+        "MODEL.ROI_BOX_HEAD.CONV_DIM",
+        "MODEL.ROI_BOX_HEAD.NORM",
+        "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO",  # ROIPool takes the max over whole bins
+        "MODEL.ROI_BOX_HEAD.SMOOTH_L1_BETA",
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_TYPE",
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_LOSS_WEIGHT",
+        "MODEL.ROI_BOX_HEAD.TRAIN_ON_PRED_BOXES",
+        "MODEL.ROI_BOX_HEAD.USE_SIGMOID_CE",
+        "MODEL.ROI_BOX_HEAD.USE_FED_LOSS",
+        "MODEL.ROI_BOX_HEAD.FED_LOSS_FREQ_WEIGHT_POWER",
+        "MODEL.ROI_BOX_HEAD.FED_LOSS_NUM_CLASSES",
+        "INPUT.MIN_SIZE_TRAIN",
+        "INPUT.MAX_SIZE_TRAIN",
+        "INPUT.MIN_SIZE_TRAIN_SAMPLING",
+        "INPUT.MASK_FORMAT",
+        "INPUT.RANDOM_FLIP",
+        "TEST.EVAL_PERIOD",
+        "TEST.EXPECTED_RESULTS",
+        "TEST.KEYPOINT_OKS_SIGMAS",
+    }
+)
+
+# Whole sections accepted and ignored: training, data, and heads of components this model lacks
+# (their use is switched off by the keys in _CHOICES, e.g. MODEL.MASK_ON or MODEL.BACKBONE.NAME).
+IGNORED_SECTIONS = (
+    "SOLVER",
+    "DATASETS",
+    "DATALOADER",
+    "GLOBAL",
+    "INPUT.CROP",
+    "TEST.AUG",
+    "TEST.PRECISE_BN",
+    "MODEL.FPN",
+    "MODEL.RETINANET",
+    "MODEL.ROI_MASK_HEAD",
+    "MODEL.ROI_KEYPOINT_HEAD",
+    "MODEL.ROI_BOX_CASCADE_HEAD",
+    "MODEL.SEM_SEG_HEAD",
+    "MODEL.PANOPTIC_FPN",
+)
+
+
+def _read_key(key: str, value: Any, values: dict[str, Any]) -> None:
+    key = _ALIASES.get(key, key)
+    if key in _KEY_TO_FIELD:
+        name = _KEY_TO_FIELD[key]
+        convert = _FIELD_KEYS[name][1]
+        try:
+            values[name] = convert(_literal(value, expect_str=convert is _to_str))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{key}: {value!r} is not valid ({e})") from None
+    elif key in _CHOICES:
+        allowed = _CHOICES[key]
+        if _normalize(_literal(value, expect_str=isinstance(allowed[0], str))) not in [_normalize(a) for a in allowed]:
+            raise ConfigError(
+                f"{key}: {value!r} is not supported; this detector builds a ResNet C4 Faster R-CNN "
+                f"(ROIPool, Res5 ROI head, FrozenBN, no FPN/mask/keypoint/deformable conv): "
+                f"supported value(s): {', '.join(repr(a) for a in allowed)}"
+            )
+    elif key == "MODEL.RPN.CONV_DIMS":
+        dims = _literal(value, expect_str=False)
+        if not isinstance(dims, list | tuple) or len(dims) != 1:
+            raise ConfigError(f"{key}: {value!r} is not supported: the RPN head has exactly one hidden conv")
+        if dims[0] != -1:
+            values["rpn_hidden_channels"] = _to_int(dims[0])
+    elif key in IGNORED_KEYS or any(key == s or key.startswith(s + ".") for s in IGNORED_SECTIONS):
+        pass
+    else:
+        raise ConfigError(
+            f"unknown config key {key}: not a detectron2 / py-bottom-up-attention key this detector "
+            "knows (see extract/config.py for the keys read and the ones ignored)"
+        )
+
+
+def _normalize(v: Any) -> Any:
+    return [_normalize(x) for x in v] if isinstance(v, list | tuple) else v
+
+
+def _literal(v: Any, *, expect_str: bool) -> Any:
+    if isinstance(v, str) and not expect_str:
+        try:
+            return ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            return v
+    if isinstance(v, tuple):
+        return list(v)
+    return v
+
+
+def _to_yaml_value(name: str, value: Any) -> Any:
+    if name in ("anchor_sizes", "anchor_aspect_ratios"):
+        return [list(value)]
+    return list(value) if isinstance(value, tuple) else value
+
+
+# ---------------------------------------------------------------------------------------------------
+# YAML files
+
+
+def _import_yaml():
+    try:
+        import yaml
+    except ImportError as e:  # pragma: no cover - PyYAML is a dependency of the package
+        raise ImportError("reading or writing detectron2 YAML configs needs PyYAML: pip install pyyaml") from e
+    return yaml
+
+
+def _as_existing_file(source: str | os.PathLike) -> Path | None:
+    if isinstance(source, os.PathLike):
+        return Path(source)
+    if "\n" not in source and source.strip() and Path(source).is_file():
+        return Path(source)
+    return None
+
+
+def _parse_yaml(text: str, where: str) -> dict[str, Any]:
+    tree = _import_yaml().safe_load(text)
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{where} is not a YAML mapping of detectron2 keys (or a path to an existing file)")
+    return tree
+
+
+def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    resolved = path.resolve()
+    if resolved in seen:
+        raise ConfigError(f"_BASE_ cycle: {' -> '.join(str(p) for p in (*seen, resolved))}")
+    tree = _parse_yaml(path.read_text(encoding="utf-8"), where=str(path))
+    if "_BASE_" in tree:
+        base = _load_base(tree.pop("_BASE_"), path.parent, seen=(*seen, resolved))
+        tree = _merge(base, tree)
+    return tree
+
+
+def _load_base(base: Any, directory: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not isinstance(base, str):
+        raise ConfigError(f"_BASE_: {base!r} is not a file name")
+    path = Path(base).expanduser()
+    path = path if path.is_absolute() else directory / path
+    if path.is_file():
+        return _load_yaml_tree(path, seen)
+    if path.name == "Base-RCNN-C4.yaml":
+        return {}  # the bundled defaults stand in for it (module docstring)
+    raise ConfigError(f"_BASE_ file {path} does not exist")
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merge(dict(merged[key]), value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    items = []
+    for key, value in tree.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            if any(path == s or path.startswith(s + ".") for s in IGNORED_SECTIONS):
+                continue
+            items.extend(_flatten(value, path + "."))
+        else:
+            items.append((path, value))
+    return items
+
+
+def _set_path(tree: dict[str, Any], key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        tree = tree.setdefault(part, {})
+    tree[leaf] = value

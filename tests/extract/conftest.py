@@ -1,0 +1,43 @@
+"""Shared fixtures of the extract tests: the tiny detectron2 VG model, its reference outputs, the images."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+TINY = FIXTURES / "detectron2-vg-tiny"
+IMAGES = FIXTURES / "images"
+# The four images detectron2 ran on (one npz each); COCO_..._131486 is the portrait one.
+TINY_IMAGES = ("000456", "000542", "COCO_train2014_000000131486", "input")
+
+
+@pytest.fixture(scope="session")
+def tiny_detector():
+    from extract.detector import VGDetector
+
+    return VGDetector.from_detectron2(TINY / "model_final.pkl", TINY / "config.yaml")
+
+
+@pytest.fixture(scope="session")
+def tiny_inputs():
+    """Preprocessed fixture images, as detectron2 was fed (Pillow decode, exact Pillow resize)."""
+    from extract.images import load_image
+    from extract.preprocess import preprocess
+
+    return [preprocess(load_image(IMAGES / f"{name}.jpg"), resize="exact") for name in TINY_IMAGES]
+
+
+@pytest.fixture(scope="session")
+def tiny_references():
+    return [dict(np.load(TINY / f"{name}.npz")) for name in TINY_IMAGES]
+
+
+@pytest.fixture(scope="session")
+def tiny_predictions(tiny_detector, tiny_inputs):
+    """Per-proposal outputs of each image, run one by one."""
+    with torch.inference_mode():
+        return tiny_detector(tiny_inputs, group_same_size=False)
