@@ -18,6 +18,15 @@ Reading a YAML (`from_yaml`):
   what this implementation builds (`_CHOICES`): an FPN backbone, a RoIAlign pooler or deformable
   convolutions are refused with the key path and the supported values. Any other key is an error.
 - String values are parsed as Python literals, as detectron2 does (`MIN_SIZE_TRAIN: (640, 672)`).
+
+The transformers FRCNN port (`unc-nlp/frcnn-vg-finetuned`) describes the same network in its own
+layout: lower-case keys, the model's sections (resnets, rpn, roi_heads, ...) at the top level, a few
+renamed keys and some settings of its own (`_PORT_KEYS`). `from_yaml` / `from_dict` recognise that
+layout and translate it to detectron2 keys first. The port-only settings (its list of NMS
+thresholds, min / max detections, input format, pad value) land in the `port_*` fields, written
+under `HF_PORT` in our YAML; only the port mode (extract/hf_port.py) reads them. Keys of a port file
+that this translation does not know are ignored with a warning, as the port's own reader ignores
+every key its code does not ask for (the published file was not available to check against).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import ast
 import math
 import os
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +48,12 @@ FEATURE_STRIDE = 16
 
 
 class ConfigError(ValueError):
-    """A YAML key or value that this detector cannot honour; the message names the key path."""
+    """A YAML key or value that this detector cannot honour; the message names the key path (also in
+    `key` where one key is at fault)."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
 
 
 @dataclass(frozen=True)
@@ -85,6 +100,14 @@ class DetectorConfig:
     input_format: str = "BGR"
     detections_per_image: int = 100
 
+    # The transformers FRCNN port's own settings (HF_PORT.*); None unless read from a port config.yaml.
+    # Only the port mode (extract.hf_port) uses them.
+    port_nms_thresholds: tuple[float, ...] | None = None  # class-agnostic NMS thresholds, tried in order
+    port_min_detections: int | None = None  # a threshold is accepted once this many boxes survive
+    port_max_detections: int | None = None  # survivors kept
+    port_input_format: str | None = None  # "BGR" (the only working one) feeds the network RGB pixels
+    port_pad_value: float | None = None  # fills batched inputs after normalization (we never pad)
+
     def __post_init__(self) -> None:
         checks = [
             (self.resnet_depth in RESNET_STAGE_BLOCKS, "resnet_depth", f"one of {sorted(RESNET_STAGE_BLOCKS)}"),
@@ -95,11 +118,25 @@ class DetectorConfig:
             (self.min_size_test > 0 and self.max_size_test > 0, "min_size_test", "positive sizes"),
             (self.input_format == "BGR", "input_format", '"BGR" (the network was trained on BGR input)'),
             (self.pooler_resolution > 0, "pooler_resolution", "> 0"),
+            (
+                self.port_nms_thresholds is None or (self.port_nms_thresholds and _in_unit(self.port_nms_thresholds)),
+                "port_nms_thresholds",
+                "a non-empty list of thresholds in [0, 1]",
+            ),
+            (self.port_min_detections is None or self.port_min_detections > 0, "port_min_detections", "> 0"),
+            (
+                self.port_max_detections is None or self.port_max_detections >= (self.port_min_detections or 1),
+                "port_max_detections",
+                ">= max(1, MIN_DETECTIONS)",
+            ),
+            (self.port_input_format in (None, "BGR", "RGB"), "port_input_format", '"BGR" or "RGB"'),
         ]
         for ok, name, expected in checks:
             if not ok:
                 key = _FIELD_KEYS[name][0]
-                raise ConfigError(f"DetectorConfig.{name} ({key}) = {getattr(self, name)!r}: expected {expected}")
+                raise ConfigError(
+                    f"DetectorConfig.{name} ({key}) = {getattr(self, name)!r}: expected {expected}", key=key
+                )
 
     # Derived sizes ---------------------------------------------------------------------------------
 
@@ -141,20 +178,37 @@ class DetectorConfig:
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any]) -> DetectorConfig:
-        """Read a nested dict in detectron2 key layout (what `to_dict` writes, or a parsed YAML)."""
+        """Read a nested dict in detectron2 key layout (what `to_dict` writes, or a parsed YAML), or in
+        the transformers port's layout (recognised by `is_port_layout`)."""
         values: dict[str, Any] = {}
-        for key, value in _flatten(tree):
-            _read_key(key, value, values)
-        return cls(**values)
+        if not is_port_layout(tree):
+            for key, value in _flatten(tree):
+                _read_key(key, value, values)
+            return cls(**values)
+        port_keys = {}
+        for key, value, port_key in _port_items(tree):
+            port_keys[key] = port_key
+            try:
+                _read_key(key, value, values)
+            except ConfigError as e:
+                raise ConfigError(f"{e} (transformers port config key {port_key})", key=key) from None
+        try:
+            return cls(**values)
+        except ConfigError as e:
+            if e.key not in port_keys:
+                raise
+            raise ConfigError(f"{e} (transformers port config key {port_keys[e.key]})", key=e.key) from None
 
     def to_dict(self) -> dict[str, Any]:
-        """The complete configuration as a nested dict with detectron2 key names (no _BASE_)."""
+        """The complete configuration as a nested dict with detectron2 key names (no _BASE_); the
+        port-only fields go under HF_PORT when they are set."""
         tree: dict[str, Any] = {}
         for key, allowed in _CHOICES.items():
             _set_path(tree, key, allowed[0])
         for name, (key, _) in _FIELD_KEYS.items():
             value = getattr(self, name)
-            _set_path(tree, key, _to_yaml_value(name, value))
+            if value is not None:
+                _set_path(tree, key, _to_yaml_value(name, value))
         tree["VERSION"] = 2
         return tree
 
@@ -206,6 +260,15 @@ def _floats(n: int | None) -> Callable[[Any], tuple[float, ...]]:
     return convert
 
 
+def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    # A port-only setting may be written as null (= not set).
+    return lambda v: None if v is None else convert(v)
+
+
+def _in_unit(values: tuple[float, ...]) -> bool:
+    return all(0.0 <= v <= 1.0 for v in values)
+
+
 def _one_level(v: Any) -> tuple[float, ...]:
     # detectron2 writes one list per feature level ([[64, 128, 256, 512]]); a flat list is broadcast.
     if isinstance(v, list | tuple) and v and all(isinstance(x, list | tuple) for x in v):
@@ -248,6 +311,11 @@ _FIELD_KEYS: dict[str, tuple[str, Callable[[Any], Any]]] = {
     "max_size_test": ("INPUT.MAX_SIZE_TEST", _to_int),
     "input_format": ("INPUT.FORMAT", _to_str),
     "detections_per_image": ("TEST.DETECTIONS_PER_IMAGE", _to_int),
+    "port_nms_thresholds": ("HF_PORT.NMS_THRESH_TEST", _optional(_floats(None))),
+    "port_min_detections": ("HF_PORT.MIN_DETECTIONS", _optional(_to_int)),
+    "port_max_detections": ("HF_PORT.MAX_DETECTIONS", _optional(_to_int)),
+    "port_input_format": ("HF_PORT.INPUT_FORMAT", _optional(_to_str)),
+    "port_pad_value": ("HF_PORT.PAD_VALUE", _optional(_to_float)),
 }
 _KEY_TO_FIELD = {key: name for name, (key, _) in _FIELD_KEYS.items()}
 
@@ -353,13 +421,26 @@ IGNORED_SECTIONS = (
 )
 
 
+# Fields whose YAML value is a string (others may be Python literals written as strings).
+_STRING_FIELDS = frozenset({"input_format", "port_input_format"})
+
+
+def _is_ignored(key: str) -> bool:
+    return key in IGNORED_KEYS or any(key == s or key.startswith(s + ".") for s in IGNORED_SECTIONS)
+
+
+def _is_known(key: str) -> bool:
+    key = _ALIASES.get(key, key)
+    return key in _KEY_TO_FIELD or key in _CHOICES or key == "MODEL.RPN.CONV_DIMS" or _is_ignored(key)
+
+
 def _read_key(key: str, value: Any, values: dict[str, Any]) -> None:
     key = _ALIASES.get(key, key)
     if key in _KEY_TO_FIELD:
         name = _KEY_TO_FIELD[key]
         convert = _FIELD_KEYS[name][1]
         try:
-            values[name] = convert(_literal(value, expect_str=convert is _to_str))
+            values[name] = convert(_literal(value, expect_str=name in _STRING_FIELDS))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{key}: {value!r} is not valid ({e})") from None
     elif key in _CHOICES:
@@ -376,13 +457,80 @@ def _read_key(key: str, value: Any, values: dict[str, Any]) -> None:
             raise ConfigError(f"{key}: {value!r} is not supported: the RPN head has exactly one hidden conv")
         if dims[0] != -1:
             values["rpn_hidden_channels"] = _to_int(dims[0])
-    elif key in IGNORED_KEYS or any(key == s or key.startswith(s + ".") for s in IGNORED_SECTIONS):
-        pass
-    else:
+    elif not _is_ignored(key):
         raise ConfigError(
             f"unknown config key {key}: not a detectron2 / py-bottom-up-attention key this detector "
             "knows (see extract/config.py for the keys read and the ones ignored)"
         )
+
+
+# ---------------------------------------------------------------------------------------------------
+# The transformers port's layout (examples/research_projects/lxmert: utils.Config, modeling_frcnn.py)
+
+# Sections that detectron2 keeps under MODEL and the port at the top level.
+PORT_MODEL_SECTIONS = frozenset(
+    {"RESNETS", "RPN", "ROI_HEADS", "ROI_BOX_HEAD", "ANCHOR_GENERATOR", "BACKBONE", "PROPOSAL_GENERATOR"}
+)
+_PORT_TOP_LEVEL = PORT_MODEL_SECTIONS | {"MIN_DETECTIONS", "MAX_DETECTIONS", "SIZE_DIVISIBILITY", "PAD_VALUE"}
+
+# Port key (upper case, its sections moved under MODEL) -> the detectron2 or HF_PORT key it sets.
+# Every other port key keeps its name.
+_PORT_KEYS = {
+    "MODEL.MAX_POOL": "MODEL.CAFFE_MAXPOOL",
+    "MODEL.PROPOSAL_GENERATOR.HIDDEN_CHANNELS": "MODEL.PROPOSAL_GENERATOR.HID_CHANNELS",
+    "MODEL.ROI_HEADS.NMS_THRESH_TEST": "HF_PORT.NMS_THRESH_TEST",
+    "INPUT.FORMAT": "HF_PORT.INPUT_FORMAT",
+    "MIN_DETECTIONS": "HF_PORT.MIN_DETECTIONS",
+    "MAX_DETECTIONS": "HF_PORT.MAX_DETECTIONS",
+    "PAD_VALUE": "HF_PORT.PAD_VALUE",
+}
+
+
+def is_port_layout(tree: Mapping[str, Any]) -> bool:
+    """Whether a parsed config is in the transformers port's layout: a lower-case key at the top level
+    (detectron2's keys are upper case) or one of the port's top-level sections."""
+    return any(isinstance(k, str) and (k != k.upper() or k.upper() in _PORT_TOP_LEVEL) for k in tree)
+
+
+def _upper_keys(tree: Mapping[str, Any]) -> dict[str, Any]:
+    # The port's Config reads every key in upper case as well; a key spelled twice merges like _BASE_.
+    upper: dict[str, Any] = {}
+    for key, value in tree.items():
+        value = _upper_keys(value) if isinstance(value, Mapping) else value
+        upper = _merge(upper, {str(key).upper(): value})
+    return upper
+
+
+def _port_items(tree: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
+    """The port config's values as (detectron2 / HF_PORT key, value, port key) triples."""
+    items, unknown = [], []
+    for upper, value in _flatten(_upper_keys(tree)):
+        port_key = upper.lower()
+        if upper.split(".")[0] in PORT_MODEL_SECTIONS:
+            upper = "MODEL." + upper
+        if upper == "SIZE_DIVISIBILITY":
+            if value != 0:
+                raise ConfigError(
+                    f"size_divisibility: {value!r} is not supported: images are never padded (the port "
+                    "itself raises NotImplementedError for values > 0)"
+                )
+            continue
+        if upper == "MODEL.RESNETS.NORM" and value == "BN":
+            value = "FrozenBN"  # nn.BatchNorm2d in eval mode computes FrozenBN's formula
+        if upper == "MODEL.ROI_HEADS.NMS_THRESH_TEST" and not isinstance(value, list | tuple):
+            items.append((upper, value, port_key))  # one number: detectron2's threshold too
+            value = [value]
+        key = _PORT_KEYS.get(upper, upper)
+        if _is_known(key):
+            items.append((key, value, port_key))
+        else:
+            unknown.append(port_key)
+    if unknown:
+        warnings.warn(
+            f"ignoring transformers port config keys this detector does not know: {', '.join(unknown)}",
+            stacklevel=4,
+        )
+    return items
 
 
 def _normalize(v: Any) -> Any:

@@ -6,10 +6,16 @@
 `forward` returns every proposal's outputs (`ImagePredictions`); `select` applies a rule; `detect`
 does both. Images are never padded into a common batch (detectron2's padding changes res4 inside
 each image and lets anchors in the padding compete): each image runs at its own size, and only images
-of identical size share a forward pass. On the CPU that grouped pass is bit-identical to one-by-one
-runs (tests/extract/test_detector_parity.py); on a GPU, cuDNN may choose another convolution
-algorithm for another batch size, i.e. float rounding differences; `group_same_size=False` runs
-every image alone. Module and parameter names are detectron2's (`backbone.res2.0.conv1.weight`, ...).
+of identical size share a forward pass. That pass computes what one-by-one runs compute, up to the
+summation order the convolution library picks for a batch size: bit-identical on the CPU at 600 /
+1000 for the real test images (tests/extract/test_detector_parity.py), a few 1e-6 in features at
+other sizes (300 / 500 there) or on a GPU (cuDNN); `group_same_size=False` runs every image alone.
+Module and parameter names are detectron2's (`backbone.res2.0.conv1.weight`, ...).
+
+Precision (spec section 9): `set_compute_dtype(torch.bfloat16)` (or float16) runs the convolutions
+(backbone, the RPN's 3x3 conv, res5) in that dtype. The RPN's 1x1 logit / delta convs, ROIPool, the
+mean pooling, the box and attribute heads, box decoding, NMS and every softmax stay float32, so the
+region features and scores handed out are float32 whatever the compute dtype.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from .backbone import ResNetC4
-from .checkpoints import load_detectron2_checkpoint
+from .checkpoints import load_detectron2_checkpoint, load_pretrained
 from .config import DetectorConfig
 from .preprocess import PreprocessedImage
 from .roi_heads import Res5ROIHeads
-from .rpn import RPN, decode_boxes
+from .rpn import RPN, cell_anchors, decode_boxes
 from .selection import ImagePredictions, Regions, boxes_to_resized, given_regions, select_regions
+
+COMPUTE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
 
 class VGDetector(nn.Module):
@@ -53,9 +61,63 @@ class VGDetector(nn.Module):
         load_detectron2_checkpoint(model, weights)
         return model
 
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        config: DetectorConfig | str | os.PathLike | None = None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        **hub,
+    ) -> VGDetector:
+        """Load a checkpoint folder or hub name with `extract.checkpoints.load_pretrained` (hub: its
+        revision, cache_dir, local_files_only, token), on `device` (default CPU), convolutions in
+        `dtype` (default float32; see `set_compute_dtype`).
+
+        The modules are built on the meta device and take the loaded tensors as they are
+        (`load_state_dict(assign=True)`), so the weights are never randomly initialized first.
+        """
+        config, state_dict = load_pretrained(name_or_path, config=config, **hub)
+        with torch.device("meta"):
+            model = cls(config)
+        model.load_state_dict(state_dict, strict=True, assign=True)
+        # Non-persistent buffers are not in checkpoints: compute them.
+        model.proposal_generator.cell_anchors = cell_anchors(config.anchor_sizes, config.anchor_aspect_ratios)
+        still_meta = [name for name, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta]
+        if still_meta:
+            raise RuntimeError(f"VGDetector.from_pretrained left tensors unset: {', '.join(still_meta)}")
+        model.to(device)
+        if dtype is not None:
+            model.set_compute_dtype(dtype)
+        return model
+
     @property
     def device(self) -> torch.device:
         return self.roi_heads.box_predictor.cls_score.weight.device
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        """The dtype the convolutions run in (float32 unless `set_compute_dtype` changed it)."""
+        return self.backbone.stem.conv1.weight.dtype
+
+    def set_compute_dtype(self, dtype: torch.dtype) -> VGDetector:
+        """Run the convolutions (backbone, RPN 3x3 conv, res5) in `dtype`: float32, float16 or bfloat16.
+
+        Their weights are converted (going back to float32 does not restore the rounded bits). Heads,
+        box decoding, NMS and softmax stay float32 (module docstring). Returns self.
+        """
+        if dtype not in COMPUTE_DTYPES:
+            expected = ", ".join(map(str, COMPUTE_DTYPES))
+            raise ValueError(f"compute dtype {dtype} is not supported: expected one of {expected}")
+        # Convolution weights only: the FrozenBN statistics are buffers and stay float32 (batch_norm takes
+        # low-precision input with float32 statistics). Rounding running_mean and bias to bfloat16 one by
+        # one loses part of their difference, which is what the layer adds (tiny fixture model, 000456:
+        # res4 off by 6.9% instead of 5.9%, relative L2).
+        for module in (self.backbone, self.proposal_generator.rpn_head.conv, self.roi_heads.res5):
+            for param in module.parameters():
+                param.data = param.data.to(dtype)
+        return self
 
     def forward(
         self,
@@ -91,7 +153,7 @@ class VGDetector(nn.Module):
         self, images: list[PreprocessedImage], given_boxes: list[torch.Tensor] | None
     ) -> list[ImagePredictions]:
         device = self.device
-        batch = torch.stack([image.tensor.to(device, torch.float32) for image in images])  # (n, 3, H', W')
+        batch = torch.stack([image.tensor.to(device, self.compute_dtype) for image in images])  # (n, 3, H', W')
         sizes = [tuple(image.resized_size) for image in images]
         features = self.backbone(batch)  # (n, C4, H'/16, W'/16)
         if given_boxes is None:

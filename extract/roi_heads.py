@@ -73,12 +73,16 @@ class Res5ROIHeads(nn.Module):
         """features (N, C, H, W); boxes: N tensors (R_i, 4) in input pixels -> (sum R_i, D).
 
         ROIPool (torchvision: corners rounded to the 1/16 grid, end cell included, max per bin, empty
-        bins 0) to pooler_resolution^2, res5, then the mean over the spatial grid.
+        bins 0) to pooler_resolution^2, res5, then the mean over the spatial grid, in float32.
+        res5 runs in its weights' dtype; ROIPool always in float32 (torchvision has no bfloat16
+        kernel, and a max of low-precision values is exact in float32 anyway).
         """
         rois = boxes_to_rois(boxes)
         size = (self.pooler_resolution, self.pooler_resolution)
-        x = self.res5(roi_pool(features, rois, size, self.spatial_scale))
-        return x.mean(dim=[2, 3])
+        pooled = roi_pool(features.float(), rois.float(), size, self.spatial_scale)
+        res5_dtype = next(self.res5.parameters(), pooled).dtype
+        x = self.res5(pooled.to(res5_dtype))
+        return x.mean(dim=[2, 3], dtype=torch.float32)
 
     def forward(
         self, features: torch.Tensor, boxes: list[torch.Tensor]

@@ -147,7 +147,9 @@ class RPNHead(nn.Module):
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(N, C, H, W) -> logits (N, H * W * A), deltas (N, H * W * A, 4), in anchor order."""
-        t = F.relu(self.conv(features))
+        # The 3x3 conv may run in a lower precision (VGDetector.set_compute_dtype); the 1x1 heads
+        # that produce the logits and deltas ranked and decoded below run in their own (float32).
+        t = F.relu(self.conv(features)).to(self.objectness_logits.weight.dtype)
         logits = self.objectness_logits(t)  # (N, A, H, W)
         deltas = self.anchor_deltas(t)  # (N, A * 4, H, W)
         n, _, h, w = deltas.shape

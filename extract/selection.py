@@ -25,10 +25,11 @@ H / H' (two factors: rounding the resized size makes them differ), then clipped 
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+import torch.nn.functional as F
 from torchvision.ops import batched_nms, nms
 
 from .rpn import clip_boxes, nonempty
@@ -125,37 +126,42 @@ def legacy_nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torc
 
     Returns the kept indices in visiting order.
     """
-    suppresses = legacy_iou(boxes) > thresh
-    removed = torch.zeros(len(boxes), dtype=torch.bool, device=boxes.device)
-    keep = []
-    for i in torch.sort(scores, descending=True, stable=True).indices.tolist():
-        if not removed[i]:
-            keep.append(i)
-            removed |= suppresses[i]
-    return torch.tensor(keep, dtype=torch.int64, device=boxes.device)
+    kept = legacy_nms_per_class(boxes, scores[:, None], thresh)[:, 0]
+    order = torch.sort(scores, descending=True, stable=True).indices
+    return order[kept[order]]
+
+
+# Suppression rows are packed into int64 words of 63 bits (the sign bit stays unused, so shifts and
+# sums never overflow): a 300 x 1600 step then touches 1600 x 5 words instead of 1600 x 300 bools.
+_WORD_BITS = 63
 
 
 def legacy_nms_per_class(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tensor:
-    """`legacy_nms` of the same boxes (R, 4) for every column of scores (R, K) at once.
+    """`legacy_nms` of the same boxes (R, 4) for every column of scores (R, K) at once, on their device.
 
-    Returns (R, K) bool: box r survives in class k. The suppression matrix is computed once; step t
-    visits each class's t-th best box. The R small steps run in numpy on the CPU: faster than R
-    rounds of torch kernels (multi-threaded for sizes like 300 x 1600, which stalls on a busy CPU) or
-    of GPU launches.
+    Returns (R, K) bool: box r survives in class k. All classes share the boxes, so one suppression
+    matrix (IoU > thresh, float64) serves them all. Step t visits each class's t-th best box (rank
+    order: descending score, ties by lower index): it survives unless a box kept earlier in its class
+    suppresses it, and if it survives its suppression row joins its class's removed set. R steps of a
+    few small tensor ops, with the rows bit-packed; nothing leaves the device.
     """
     num_boxes, num_classes = scores.shape
-    suppresses = (legacy_iou(boxes) > thresh).cpu().numpy()  # (R, R), symmetric
-    order = torch.sort(scores.T, dim=1, descending=True, stable=True).indices.cpu().numpy()  # (K, R)
-    removed = np.zeros((num_classes, num_boxes), dtype=bool)
-    kept = np.zeros_like(removed)
-    classes = np.arange(num_classes)
+    device = scores.device
+    suppresses = legacy_iou(boxes) > thresh  # (R, R), symmetric, diagonal True
+    words = -(-num_boxes // _WORD_BITS)
+    padded = F.pad(suppresses, (0, words * _WORD_BITS - num_boxes)).view(num_boxes, words, _WORD_BITS)
+    suppress_bits = (padded.long() << torch.arange(_WORD_BITS, device=device)).sum(dim=-1)  # (R, words)
+
+    order = torch.sort(scores.T, dim=1, descending=True, stable=True).indices.T.contiguous()  # (R, K): rank -> box
+    word_index = (order // _WORD_BITS)[:, :, None]  # (R, K, 1)
+    bit = (1 << (order % _WORD_BITS))[:, :, None]  # (R, K, 1)
+    removed = torch.zeros(num_classes, words, dtype=torch.int64, device=device)  # per class, packed over boxes
+    survives = torch.empty(num_boxes, num_classes, 1, dtype=torch.bool, device=device)  # by rank
     for t in range(num_boxes):
-        rows = order[:, t]
-        alive = ~removed[classes, rows]
-        cols, rows = classes[alive], rows[alive]
-        kept[cols, rows] = True
-        removed[cols] |= suppresses[rows]
-    return torch.from_numpy(np.ascontiguousarray(kept.T)).to(scores.device)
+        torch.eq(removed.gather(1, word_index[t]) & bit[t], 0, out=survives[t])
+        removed |= suppress_bits[order[t]] * survives[t]
+    kept = torch.zeros(num_boxes, num_classes, dtype=torch.bool, device=device)
+    return kept.scatter_(0, order, survives[:, :, 0])
 
 
 def caffe_max_conf(boxes: torch.Tensor, fg_probs: torch.Tensor, nms_thresh: float = 0.3) -> torch.Tensor:
@@ -292,7 +298,7 @@ def select_regions(
 ) -> Regions:
     """Apply `rule` ("caffe", "maxnms" or "d2"). num_boxes: N (exactly N where the image has enough
     proposals) or (MIN, MAX); "d2" ignores it and keeps up to detections_per_image."""
-    min_boxes, max_boxes = _box_range(num_boxes)
+    min_boxes, max_boxes = parse_num_boxes(num_boxes)
     if rule == "caffe":
         return select_caffe(pred, min_boxes=min_boxes, max_boxes=max_boxes, conf_thresh=conf_thresh)
     if rule == "maxnms":
@@ -304,11 +310,17 @@ def select_regions(
     raise ValueError(f"unknown selection rule {rule!r}: expected one of {', '.join(RULES)}")
 
 
-def _box_range(num_boxes: int | tuple[int, int]) -> tuple[int, int]:
-    low, high = (num_boxes, num_boxes) if isinstance(num_boxes, int) else tuple(num_boxes)
-    if not 0 < low <= high:
-        raise ValueError(f"num_boxes {num_boxes!r}: expected N > 0 or (MIN, MAX) with 0 < MIN <= MAX")
-    return low, high
+def parse_num_boxes(num_boxes: int | tuple[int, int]) -> tuple[int, int]:
+    """N -> (N, N); (MIN, MAX) -> (MIN, MAX). ValueError unless they are integers with 1 <= MIN <= MAX."""
+    values = (num_boxes, num_boxes) if not isinstance(num_boxes, (tuple, list)) else tuple(num_boxes)
+    if len(values) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
+        low, high = (int(v) for v in values)
+        if 1 <= low <= high:
+            return low, high
+    raise ValueError(
+        f"num_boxes={num_boxes!r}: expected a count N >= 1 (e.g. 36) or a range (MIN, MAX) with 1 <= MIN <= MAX "
+        "(e.g. (10, 100))"
+    )
 
 
 def _regions(rule, pred, index, boxes, object_ids, object_scores, attribute_rule, **extra) -> Regions:

@@ -41,3 +41,23 @@ def tiny_predictions(tiny_detector, tiny_inputs):
     """Per-proposal outputs of each image, run one by one."""
     with torch.inference_mode():
         return tiny_detector(tiny_inputs, group_same_size=False)
+
+
+@pytest.fixture(scope="session")
+def real_images() -> list[Path]:
+    """All eight real images: four network-input sizes (600 x 800 for five of them, 943 x 600, 600 x 901,
+    600 x 626)."""
+    return sorted(IMAGES.glob("*.jpg"))
+
+
+@pytest.fixture(scope="session")
+def tiny_extractor(tiny_detector):
+    from extract.extractor import RegionFeatureExtractor
+
+    return RegionFeatureExtractor(tiny_detector)
+
+
+@pytest.fixture(scope="session")
+def real_image_regions(tiny_extractor, real_images):
+    """The default extraction (caffe rule, 36 boxes) of all real images in one call: a mixed-size batch."""
+    return tiny_extractor(real_images)

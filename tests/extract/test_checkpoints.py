@@ -1,24 +1,33 @@
-"""Checkpoint reading: detectron2 names, the restricted unpickler, and error reports."""
+"""Checkpoints: detectron2 names, the restricted unpickler, every format by name (folders, files, hub ids),
+saving, and error reports."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import os
 import pickle
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import errors as hub_errors
+from safetensors import safe_open
+from safetensors.torch import save_file
 
 from extract.checkpoints import (
     DETECTRON2_KEYS,
     CheckpointError,
     load_detectron2_checkpoint,
+    load_pretrained,
     map_state_dict,
     read_detectron2_pkl,
+    read_pretrained,
+    save_pretrained,
 )
-from extract.config import DetectorConfig
+from extract.config import ConfigError, DetectorConfig
 from extract.detector import VGDetector
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "detectron2-vg-tiny"
@@ -162,7 +171,7 @@ def test_every_mismatch_is_reported_at_once(tiny_config):
     with pytest.raises(CheckpointError) as error:
         map_state_dict(arrays, model, DETECTRON2_KEYS, source="x.pkl")
     message = str(error.value)
-    assert message.startswith("x.pkl does not fit the model:")
+    assert message.startswith("x.pkl does not fit the model (1 mis-shaped, 1 missing, 1 unexpected tensors):")
     assert "missing tensor roi_heads.box_predictor.cls_score.weight (401, 256)" in message
     assert "tensor roi_heads.box_predictor.bbox_pred.bias has shape (7,), the model expects (1600,)" in message
     assert "unexpected tensor roi_heads.mask_head.weight (2, 2)" in message
@@ -177,3 +186,317 @@ def test_missing_norm_statistics_mean_zero_and_one(tiny_config):
     assert torch.equal(state["backbone.stem.conv1.norm.running_mean"], torch.zeros(16))
     assert torch.equal(state["backbone.stem.conv1.norm.running_var"], torch.ones(16))
     assert torch.equal(state["backbone.stem.conv1.norm.weight"], torch.full((16,), 1.5))
+
+
+# -- every format, by name ----------------------------------------------------------------------------
+
+PORT = TINY.parent / "hf-frcnn-port-tiny"
+PORT_EXTRAS = ("num_batches_tracked", "anchor_generator.cell_anchors")
+
+
+def d2_state():
+    return {name: torch.from_numpy(a) for name, a in read_detectron2_pkl(TINY / "model_final.pkl").items()}
+
+
+def port_bin():
+    return torch.load(PORT / "pytorch_model.bin", weights_only=True)
+
+
+def port_state():
+    """The port's tensors under our names: its extras (norm counters, anchors) dropped."""
+    return {name: t for name, t in port_bin().items() if not any(extra in name for extra in PORT_EXTRAS)}
+
+
+def assert_same_tensors(state, expected):
+    assert sorted(state) == sorted(expected)
+    for name, tensor in expected.items():
+        assert state[name].dtype == torch.float32 and torch.equal(state[name], tensor), name
+
+
+def copy_files(folder, *files):
+    folder.mkdir(parents=True, exist_ok=True)
+    for source, name in files:
+        (folder / name).write_bytes(Path(source).read_bytes())
+    return folder
+
+
+def test_detectron2_folder(tiny_config):
+    config, state = load_pretrained(TINY)
+    assert config == tiny_config
+    assert_same_tensors(state, d2_state())
+    VGDetector(config).load_state_dict(state, strict=True)
+
+
+def test_detectron2_folder_with_other_file_names(tmp_path, tiny_config):
+    # The only *.yaml and the only *.pkl of a folder are its config and weights.
+    folder = copy_files(tmp_path, (TINY / "model_final.pkl", "vg_attr.pkl"), (TINY / "config.yaml", "vg.yaml"))
+    config, state = load_pretrained(folder)
+    assert config == tiny_config
+    assert_same_tensors(state, d2_state())
+
+
+@pytest.mark.parametrize("zip_format", [True, False], ids=["zip", "legacy"])
+def test_detectron2_pth(tmp_path, tiny_config, zip_format):
+    # detectron2's Checkpointer writes the model next to optimizer / scheduler state and the iteration.
+    content = {"model": d2_state(), "optimizer": {"state": {}, "param_groups": [{"lr": 0.02}]}, "iteration": 7}
+    copy_files(tmp_path, (TINY / "config.yaml", "config.yaml"))
+    torch.save(content, tmp_path / "model_final.pth", _use_new_zipfile_serialization=zip_format)
+    loaded = read_pretrained(tmp_path)
+    assert (loaded.format, loaded.weights.name, loaded.config) == ("detectron2", "model_final.pth", tiny_config)
+    assert_same_tensors(loaded.state_dict, d2_state())
+
+
+def test_lone_weights_file_with_a_config(tmp_path, tiny_config):
+    path = copy_files(tmp_path / "lone", (TINY / "model_final.pkl", "weights.pkl")) / "weights.pkl"
+    for config in (tiny_config, TINY / "config.yaml", str(TINY / "config.yaml")):
+        loaded, state = load_pretrained(path, config=config)
+        assert loaded == tiny_config
+        assert_same_tensors(state, d2_state())
+    # Without one: the full VG ResNet-101 config, which does not fit these tiny weights.
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(path)
+    message = str(error.value)
+    assert "weights.pkl does not fit the model" in message and "the default config (full VG ResNet-101)" in message
+    assert "tensor backbone.stem.conv1.weight has shape (16, 3, 7, 7), the model expects (64, 3, 7, 7)" in message
+
+
+def test_given_config_replaces_the_one_found(tmp_path):
+    wrong = dataclasses.replace(DetectorConfig.from_yaml(TINY / "config.yaml"), num_attributes=7)
+    with pytest.raises(CheckpointError, match=r"attr_score\.weight has shape \(101, 64\), the model expects \(8, 64\)"):
+        load_pretrained(TINY, config=wrong)
+
+
+def test_hf_port_folder_and_file():
+    for source in (PORT, PORT / "pytorch_model.bin", PORT / "config.yaml"):
+        loaded = read_pretrained(source)
+        assert loaded.format == "hf-port" and loaded.weights.name == "pytorch_model.bin"
+        assert loaded.config.port_nms_thresholds == (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+        assert_same_tensors(loaded.state_dict, port_state())
+        VGDetector(loaded.config).load_state_dict(loaded.state_dict, strict=True)
+
+
+def test_hf_port_legacy_names_and_counter_shapes(tmp_path):
+    # gamma / beta norm names (renamed by the port's loader) and num_batches_tracked of shape (1,)
+    # (what the port's own converter writes) load the same.
+    legacy = {}
+    for name, tensor in port_bin().items():
+        if name.endswith("num_batches_tracked"):
+            tensor = torch.tensor([0])
+        legacy[re.sub(r"\.norm\.weight$", ".norm.gamma", re.sub(r"\.norm\.bias$", ".norm.beta", name))] = tensor
+    assert sum(name.endswith("gamma") for name in legacy) == 53
+    copy_files(tmp_path, (PORT / "config.yaml", "config.yaml"))
+    torch.save(legacy, tmp_path / "pytorch_model.bin")
+    _, state = load_pretrained(tmp_path)
+    assert_same_tensors(state, port_state())
+
+
+def test_hf_port_anchors_are_checked(tmp_path):
+    copy_files(tmp_path, (PORT / "config.yaml", "config.yaml"))
+    tensors = port_bin()
+    anchors = tensors["proposal_generator.anchor_generator.cell_anchors.0"]
+    tensors["proposal_generator.anchor_generator.cell_anchors.0"] = anchors + 1e-5  # float noise: accepted
+    torch.save(tensors, tmp_path / "pytorch_model.bin")
+    load_pretrained(tmp_path)
+    tensors["proposal_generator.anchor_generator.cell_anchors.0"] = anchors * 1.5  # other anchor sizes
+    torch.save(tensors, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin: .*cell_anchors\.0 holds other cell anchors"):
+        load_pretrained(tmp_path)
+    config = dataclasses.replace(DetectorConfig.from_yaml(PORT / "config.yaml"), anchor_aspect_ratios=(0.5, 1.0))
+    with pytest.raises(CheckpointError, match=r"holds \(12, 4\) cell anchors; the config gives \(8, 4\)"):
+        load_pretrained(PORT, config=config)
+
+
+def test_save_pretrained_writes_our_format(tmp_path, tiny_config):
+    save_pretrained(tiny_config, d2_state(), tmp_path / "ours")
+    assert sorted(p.name for p in (tmp_path / "ours").iterdir()) == ["config.yaml", "model.safetensors"]
+    with safe_open(tmp_path / "ours" / "model.safetensors", framework="pt") as file:
+        assert file.metadata() == {"format": "pt", "checkpoint": "extract.VGDetector", "checkpoint_version": "1"}
+    loaded = read_pretrained(tmp_path / "ours")
+    assert (loaded.format, loaded.config) == ("safetensors", tiny_config)
+    assert_same_tensors(loaded.state_dict, d2_state())
+    # The weights file alone works too (its folder's config.yaml is found).
+    assert load_pretrained(tmp_path / "ours" / "model.safetensors")[0] == tiny_config
+
+
+def test_save_pretrained_refuses_what_would_not_load(tmp_path, tiny_config):
+    state = d2_state()
+    del state["roi_heads.box_predictor.cls_score.bias"]
+    state["extra"] = torch.zeros(1)
+    with pytest.raises(CheckpointError, match=r"(?s)missing tensor roi_heads.box_predictor.cls_score.bias.*extra"):
+        save_pretrained(tiny_config, state, tmp_path)
+    assert not any(tmp_path.iterdir())
+
+
+def test_newer_format_version_is_refused(tmp_path, tiny_config):
+    save_pretrained(tiny_config, d2_state(), tmp_path)
+    metadata = {"format": "pt", "checkpoint": "extract.VGDetector", "checkpoint_version": "2"}
+    save_file(d2_state(), tmp_path / "model.safetensors", metadata=metadata)
+    with pytest.raises(CheckpointError, match="format version '2'; this version of extract reads version 1"):
+        load_pretrained(tmp_path)
+
+
+def test_other_architectures_are_named(tmp_path, tiny_config):
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(TINY, config=dataclasses.replace(tiny_config, num_classes=1600))
+    message = str(error.value)
+    assert "model_final.pkl does not fit the model (5 mis-shaped tensors):" in message
+    assert "tensor roi_heads.box_predictor.cls_score.weight has shape (401, 256), the model expects (1601, 256)" in (
+        message
+    )
+    # Depth 50 weights under a depth 101 config: res4 blocks 6..22 missing; the first ones are named.
+    with pytest.raises(CheckpointError) as error:
+        load_pretrained(TINY, config=dataclasses.replace(tiny_config, resnet_depth=101))
+    message = str(error.value)
+    assert (
+        "(153 missing tensors)" in message and "missing tensor backbone.res4.6.conv1.weight (32, 128, 1, 1)" in message
+    )
+    assert "... and 143 more like that" in message and len(message.splitlines()) == 13
+
+
+class _Marker:
+    """Unpickling it would create `path`."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.path}",)
+
+
+@pytest.mark.parametrize(
+    "save",
+    [
+        lambda obj, path: path.write_bytes(pickle.dumps(obj, protocol=2)),
+        lambda obj, path: torch.save(obj, path),
+        lambda obj, path: torch.save(obj, path, _use_new_zipfile_serialization=False),
+    ],
+    ids=["plain-pickle", "torch-zip", "torch-legacy"],
+)
+def test_malicious_bin_is_refused_without_running(tmp_path, save):
+    marker = tmp_path / "marker"
+    copy_files(tmp_path, (PORT / "config.yaml", "config.yaml"))
+    save({"evil": _Marker(marker), "backbone.stem.conv1.weight": torch.zeros(1)}, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"pytorch_model.bin: refusing .*(posix|os)\.system"):
+        load_pretrained(tmp_path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(
+    "name, content",
+    [
+        ("pytorch_model.bin", b""),
+        ("pytorch_model.bin", lambda: (PORT / "pytorch_model.bin").read_bytes()[:100_000]),
+        ("model_final.pkl", lambda: (TINY / "model_final.pkl").read_bytes()[:100_000]),
+        ("model_final.pkl", b"MODEL:\n  WEIGHTS: x\n"),
+        ("model.safetensors", b"\x10\x00\x00\x00\x00\x00\x00\x00{not json"),
+        ("model.safetensors", b"x"),
+    ],
+    ids=["empty", "truncated-zip", "truncated-pickle", "text", "bad-safetensors", "tiny-safetensors"],
+)
+def test_unreadable_weights_name_the_file(tmp_path, name, content):
+    copy_files(tmp_path, (TINY / "config.yaml", "config.yaml"))
+    (tmp_path / name).write_bytes(content() if callable(content) else content)
+    with pytest.raises(CheckpointError, match=re.escape(str(tmp_path / name))):
+        load_pretrained(tmp_path)
+
+
+def test_folder_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no detector weights in folder .*it holds notes.txt"):
+        (tmp_path / "notes.txt").write_text("hi")
+        load_pretrained(tmp_path)
+    copy_files(tmp_path, (TINY / "model_final.pkl", "a.pkl"), (TINY / "model_final.pkl", "b.pkl"))
+    with pytest.raises(CheckpointError, match=r"several .pkl files \(a.pkl, b.pkl\)"):
+        load_pretrained(tmp_path)
+    (tmp_path / "b.pkl").unlink()
+    copy_files(tmp_path, (TINY / "config.yaml", "x.yaml"), (TINY / "config.yaml", "y.yaml"))
+    with pytest.raises(CheckpointError, match=r"several YAML files \(x.yaml, y.yaml\) and no config.yaml"):
+        load_pretrained(tmp_path)
+    with pytest.raises(FileNotFoundError, match="not an existing file or folder, nor a Hugging Face hub id"):
+        load_pretrained(tmp_path / "missing" / "model.pkl")
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    copy_files(tmp_path, (TINY / "model_final.pkl", "model_final.pkl"))
+    (tmp_path / "config.yaml").write_text("MODEL:\n  RESNETS:\n    DEPHT: 50\n")
+    with pytest.raises(ConfigError, match=r"config.yaml: unknown config key MODEL\.RESNETS\.DEPHT"):
+        load_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match=r"config.yaml: unknown config key MODEL\.RESNETS\.DEPHT"):
+        load_pretrained(TINY, config=tmp_path / "config.yaml")  # a given YAML replaces the folder's
+
+
+# -- the Hugging Face hub -----------------------------------------------------------------------------
+
+
+def fake_hub(monkeypatch, repos, calls):
+    """hf_hub_download serving repo id -> local folder; a missing file is a 404."""
+
+    def download(repo_id, filename, **kwargs):
+        calls.append((repo_id, filename, kwargs))
+        path = repos[repo_id] / filename
+        if not path.is_file():
+            raise hub_errors.EntryNotFoundError(f"404 Client Error: {filename}")
+        return str(path)
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", download)
+
+
+def test_hub_port_repository(monkeypatch, tmp_path):
+    calls = []
+    fake_hub(monkeypatch, {"unc-nlp/frcnn-vg-finetuned": PORT}, calls)
+    config, state = load_pretrained(
+        "unc-nlp/frcnn-vg-finetuned", revision="abc123", cache_dir=tmp_path, token="hf_x", local_files_only=None
+    )
+    assert [c[1] for c in calls] == ["config.yaml", "model.safetensors", "pytorch_model.bin"]
+    assert all(c[2] == {"revision": "abc123", "cache_dir": tmp_path, "token": "hf_x"} for c in calls)
+    assert config == DetectorConfig.from_yaml(PORT / "config.yaml")
+    assert_same_tensors(state, port_state())
+
+
+def test_hub_repository_of_ours(monkeypatch, tmp_path, tiny_config):
+    save_pretrained(tiny_config, d2_state(), tmp_path)
+    calls = []
+    fake_hub(monkeypatch, {"someone/vg-tiny": tmp_path}, calls)
+    config, state = load_pretrained("someone/vg-tiny", local_files_only=False)
+    assert [(c[1], c[2]) for c in calls] == [
+        (n, {"local_files_only": False}) for n in ("config.yaml", "model.safetensors")
+    ]
+    assert config == tiny_config
+    assert_same_tensors(state, d2_state())
+    # With config= the repository's config.yaml is not fetched.
+    calls.clear()
+    assert load_pretrained("someone/vg-tiny", config=tiny_config)[0] == tiny_config
+    assert [c[1] for c in calls] == ["model.safetensors"]
+
+
+@pytest.mark.parametrize(
+    "error, match",
+    [
+        (hub_errors.LocalEntryNotFoundError("outgoing traffic has been disabled"), "hub is unreachable"),
+        (hub_errors.RepositoryNotFoundError("404"), "RepositoryNotFoundError"),
+    ],
+    ids=["offline", "no-such-repo"],
+)
+def test_hub_failures_name_the_id(monkeypatch, error, match):
+    def fail(repo_id, filename, **kwargs):
+        raise error
+
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fail)
+    with pytest.raises(
+        OSError, match=rf"'unc-nlp/frcnn-vg-finetuned' is not a local file or folder.*{match}.*local folder"
+    ):
+        load_pretrained("unc-nlp/frcnn-vg-finetuned")
+
+
+def test_hub_cache_without_network(tmp_path, tiny_config):
+    # A real huggingface_hub look-up, local_files_only: served from the cache layout, never the network.
+    cache = tmp_path / "cache"
+    with pytest.raises(OSError, match=r"'someone/vg-tiny' is not a local .*not have it.*pass a local folder"):
+        load_pretrained("someone/vg-tiny", cache_dir=cache, local_files_only=True)
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = cache / "models--someone--vg-tiny"
+    save_pretrained(tiny_config, d2_state(), repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    config, state = load_pretrained("someone/vg-tiny", cache_dir=cache, local_files_only=True)
+    assert config == tiny_config
+    assert_same_tensors(state, d2_state())

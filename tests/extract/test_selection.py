@@ -53,17 +53,55 @@ def test_legacy_nms_visits_by_descending_score():
     assert legacy_nms(boxes, scores, 0.99).tolist() == [1, 2, 3, 0]
 
 
-def test_legacy_nms_per_class_equals_one_class_at_a_time():
-    generator = torch.Generator().manual_seed(0)
-    xy = torch.rand(40, 2, generator=generator) * 100
-    boxes = torch.cat([xy, xy + 5 + torch.rand(40, 2, generator=generator) * 40], dim=1)
-    scores = torch.rand(40, 7, generator=generator).softmax(dim=1)
+def reference_legacy_nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> list[int]:
+    """bottom-up-attention's py_cpu_nms with the +1 IoU, written as plainly as possible (Python floats)."""
+    x1, y1, x2, y2 = (boxes.to(torch.float64).T).tolist()
+    areas = [(x2[i] - x1[i] + 1) * (y2[i] - y1[i] + 1) for i in range(len(x1))]
+    order = sorted(range(len(x1)), key=lambda i: (-scores[i].item(), i))
+    keep = []
+    while order:
+        i, order = order[0], order[1:]
+        keep.append(i)
+        remaining = []
+        for j in order:
+            w = max(0.0, min(x2[i], x2[j]) - max(x1[i], x1[j]) + 1)
+            h = max(0.0, min(y2[i], y2[j]) - max(y1[i], y1[j]) + 1)
+            if w * h / (areas[i] + areas[j] - w * h) <= thresh:
+                remaining.append(j)
+        order = remaining
+    return keep
+
+
+def random_boxes(count: int, generator: torch.Generator) -> torch.Tensor:
+    xy = torch.rand(count, 2, generator=generator) * 100
+    return torch.cat([xy, xy + 5 + torch.rand(count, 2, generator=generator) * 40], dim=1)
+
+
+# Around the 63-bit word size of the packed suppression rows, and none at all.
+@pytest.mark.parametrize("count", [0, 1, 40, 62, 63, 64, 127])
+def test_legacy_nms_per_class_equals_the_plain_reference(count):
+    generator = torch.Generator().manual_seed(count)
+    boxes = random_boxes(count, generator)
+    scores = torch.rand(count, 7, generator=generator).softmax(dim=1)
     scores[:, 3] = 0.0  # all tied: lower index first
+    scores[::2, 5] = 0.25  # ties among some
     kept = legacy_nms_per_class(boxes, scores, 0.3)
+    assert kept.shape == (count, 7) and kept.dtype == torch.bool
     for k in range(7):
-        expected = torch.zeros(40, dtype=torch.bool)
-        expected[legacy_nms(boxes, scores[:, k], 0.3)] = True
-        assert torch.equal(kept[:, k], expected), f"class {k}"
+        expected = reference_legacy_nms(boxes, scores[:, k], 0.3)
+        assert legacy_nms(boxes, scores[:, k], 0.3).tolist() == expected, f"class {k}"
+        assert torch.nonzero(kept[:, k]).flatten().tolist() == sorted(expected), f"class {k}"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_legacy_nms_per_class_on_cuda_equals_the_cpu():
+    # Float64 IoU (correctly rounded +, -, *, /), a stable sort and integer ops: no room for the
+    # device to differ.
+    generator = torch.Generator().manual_seed(1)
+    boxes = random_boxes(300, generator) * 4
+    scores = torch.rand(300, 401, generator=generator).softmax(dim=1)
+    on_cuda = legacy_nms_per_class(boxes.cuda(), scores.cuda(), 0.3)
+    assert on_cuda.is_cuda and torch.equal(on_cuda.cpu(), legacy_nms_per_class(boxes, scores, 0.3))
 
 
 def test_caffe_max_conf_by_hand():

@@ -1,0 +1,321 @@
+"""RegionFeatureExtractor: images in, LXMERT's region features out.
+
+    images -> load_image (CPU, Pillow) -> preprocess (upload, resize, normalize) -> VGDetector
+    (images of one size per pass, at most batch_size) -> a selection rule or given boxes -> RegionFeatures
+
+After decoding, everything runs on the extractor's device: the uint8 image is uploaded once
+(resize="exact" resizes it with Pillow before the upload, resize="fast" after it, on the device, to
+the same pixels), and normalization, the network and the selection rules are tensor ops there. No
+tensor comes back to the host on the way; the only waits for the device are the ones any detector
+has, where a count decides a shape (how many boxes survive an NMS or a threshold).
+
+Images are never padded into one batch (see extract.detector): a batch of images of different sizes
+gives what each image gives alone.
+
+Unusual images: every mode load_image converts (grayscale, 16-bit, CMYK, RGBA, ...) works. Small
+images are upscaled (a 1 x 1 image becomes a uniform 600 x 600 input and still gives 36 regions);
+elongated ones work as long as both resized sides keep at least one pixel (200 x 10000 becomes
+20 x 1000, a res4 map 2 cells high) and raise ValueError naming the image beyond that. Unreadable
+files raise ImageLoadError naming the file and its index.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .checkpoints import save_pretrained
+from .config import DetectorConfig
+from .detector import VGDetector
+from .images import ImageInput, ImageLoadError, load_image
+from .labels import class_names
+from .preprocess import output_size, preprocess
+from .selection import RULES, Regions, parse_num_boxes
+
+RESIZES = ("exact", "fast")
+
+
+@dataclass
+class RegionFeatures(Regions):
+    """The regions of one image (`Regions`: boxes in original pixels, features, ids, scores) with
+    LXMERT's normalized boxes and the class and attribute names.
+
+    Names are looked up when read, so extraction never copies ids to the host. They are the VG names
+    for a model with the VG vocabulary's 1,600 classes / 400 attributes, else "class_<i>" /
+    "attribute_<i>" (extract.labels).
+    """
+
+    object_vocabulary: tuple[str, ...] = field(default=(), repr=False)
+    attribute_vocabulary: tuple[str, ...] = field(default=(), repr=False)
+
+    @property
+    def normalized_boxes(self) -> torch.Tensor:
+        """(N, 4) x1 / W, y1 / H, x2 / W, y2 / H: LXMERT's visual_pos, in [0, 1] (boxes lie in the image)."""
+        height, width = self.image_size
+        boxes = self.boxes.clone()
+        boxes[:, 0::2] /= width
+        boxes[:, 1::2] /= height
+        return boxes
+
+    @property
+    def object_names(self) -> list[str]:
+        """Display name of each region's class."""
+        return [self.object_vocabulary[i] for i in self.object_ids.tolist()]
+
+    @property
+    def attribute_names(self) -> list[str] | None:
+        """Display name of each region's attribute; None for a model without the attribute head."""
+        if self.attribute_ids is None:
+            return None
+        return [self.attribute_vocabulary[i] for i in self.attribute_ids.tolist()]
+
+    def to(self, device: torch.device | str) -> RegionFeatures:
+        """A copy with every tensor on `device`."""
+        moved = {
+            f.name: getattr(self, f.name).to(device)
+            for f in dataclasses.fields(self)
+            if isinstance(getattr(self, f.name), torch.Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
+
+class RegionFeatureExtractor:
+    """The VG bottom-up-attention Faster R-CNN as a callable: images -> one `RegionFeatures` each.
+
+    device: where preprocessing, the network and selection run (default: where the detector is).
+    dtype: the convolutions' dtype (float32, float16 or bfloat16; VGDetector.set_compute_dtype);
+    features, boxes and scores are float32 either way. resize: "exact" (Pillow on the CPU, then
+    upload; detectron2's call) or "fast" (upload, then the same filter on the device, bit-identical).
+    min_size / max_size: shortest side / longest-side cap of the network input (default: the
+    config's INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, 600 / 1000 for LXMERT's features).
+    """
+
+    def __init__(
+        self,
+        detector: VGDetector,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        resize: str = "exact",
+        min_size: int | None = None,
+        max_size: int | None = None,
+    ):
+        if resize not in RESIZES:
+            raise ValueError(
+                f"resize={resize!r}: expected 'exact' (Pillow on the CPU) or 'fast' (the same filter on the device)"
+            )
+        config = detector.config
+        min_size = config.min_size_test if min_size is None else min_size
+        max_size = config.max_size_test if max_size is None else max_size
+        # DetectorConfig checks the sizes; the extractor's config is the detector's with its input sizes.
+        self.config = dataclasses.replace(config, min_size_test=min_size, max_size_test=max_size)
+        if device is not None:
+            detector.to(device)
+        if dtype is not None:
+            detector.set_compute_dtype(dtype)
+        self.detector = detector.eval()
+        self.resize = resize
+        self.object_vocabulary = class_names("objects", config.num_classes)
+        self.attribute_vocabulary = class_names("attributes", config.num_attributes) if config.attribute_head else ()
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | os.PathLike,
+        *,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+        config: DetectorConfig | str | os.PathLike | None = None,
+        resize: str = "exact",
+        revision: str | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        local_files_only: bool | None = None,
+        token: str | bool | None = None,
+    ) -> RegionFeatureExtractor:
+        """Load a hub name (e.g. "unc-nlp/frcnn-vg-finetuned") or a folder (config.yaml + model_final.pkl,
+        config.json + model.safetensors, ...) with extract.checkpoints.load_pretrained."""
+        detector = VGDetector.from_pretrained(
+            name_or_path,
+            config=config,
+            device=device,
+            dtype=dtype,
+            revision=revision,
+            cache_dir=cache_dir,
+            local_files_only=local_files_only,
+            token=token,
+        )
+        return cls(detector, resize=resize)
+
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """Write the config (with this extractor's input sizes) and float32 weights to `directory`."""
+        state_dict = {
+            name: tensor.detach().to("cpu", torch.float32 if tensor.is_floating_point() else tensor.dtype)
+            for name, tensor in self.detector.state_dict().items()
+        }
+        save_pretrained(self.config, state_dict, directory)
+
+    @property
+    def device(self) -> torch.device:
+        return self.detector.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype the convolutions run in; outputs are float32."""
+        return self.detector.compute_dtype
+
+    def __repr__(self) -> str:
+        cfg = self.config
+        return (
+            f"{type(self).__name__}(device={self.device}, dtype={self.dtype}, resize={self.resize!r}, "
+            f"min_size={cfg.min_size_test}, max_size={cfg.max_size_test}, classes={cfg.num_classes}, "
+            f"attributes={cfg.num_attributes if cfg.attribute_head else None})"
+        )
+
+    @torch.inference_mode()
+    def __call__(
+        self,
+        images: ImageInput | Sequence[ImageInput],
+        *,
+        rule: str = "caffe",
+        num_boxes: int | tuple[int, int] = 36,
+        given_boxes: Sequence | None = None,
+        bgr: bool = False,
+        batch_size: int | None = None,
+        conf_thresh: float = 0.2,
+    ) -> list[RegionFeatures]:
+        """Region features of each image, in input order (a single image gives a list of one).
+
+        images: paths, encoded bytes, PIL images, (H, W, 3) arrays or tensors (extract.images.load_image);
+        a list or tuple is a batch. rule: "caffe" (bottom-up-attention's generate_tsv.py: what the
+        public LXMERT checkpoints were trained on), "maxnms" (py-bottom-up-attention) or "d2"
+        (detectron2's inference; keeps up to the config's DETECTIONS_PER_IMAGE and ignores num_boxes);
+        see extract.selection. num_boxes: N, or (MIN, MAX) for an adaptive count (with conf_thresh,
+        the "caffe" rule's max_conf cut). An image with fewer proposals than N gets all of them.
+        given_boxes: one (N_i, 4) array or tensor per image, x1 y1 x2 y2 in original pixels, inside
+        the image; they replace the rule (`rule` and `num_boxes` are ignored). bgr: arrays and
+        tensors among the images are BGR (OpenCV order); files and PIL images know their mode.
+        batch_size: at most this many images per forward pass (memory); results do not depend on it.
+
+        Each result: features (N, D) float32, boxes (N, 4) in original pixels, normalized_boxes,
+        object / attribute ids, scores and names, image_size (H, W); tensors on `self.device`.
+        """
+        images = list(images) if isinstance(images, (list, tuple)) else [images]
+        if rule not in RULES:
+            raise ValueError(f"unknown selection rule {rule!r}: expected one of {', '.join(RULES)}")
+        parse_num_boxes(num_boxes)
+        if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
+            raise ValueError(f"batch_size={batch_size!r}: expected None (all at once) or an integer >= 1")
+        if not 0.0 <= conf_thresh <= 1.0:
+            raise ValueError(f"conf_thresh={conf_thresh!r}: expected a probability in [0, 1]")
+        boxes = None if given_boxes is None else _given_boxes_as_tensors(given_boxes, len(images))
+
+        decoded = [_decode(i, image, bgr) for i, image in enumerate(images)]
+        cfg = self.config
+        resized_sizes = []
+        for i, pixels in enumerate(decoded):
+            height, width = pixels.shape[:2]
+            try:
+                resized_sizes.append(output_size(height, width, cfg.min_size_test, cfg.max_size_test))
+            except ValueError as error:
+                raise ValueError(f"images[{i}]: {error}") from None
+            if boxes is not None:
+                _check_inside(boxes[i], i, height, width)
+
+        results: list[RegionFeatures | None] = [None] * len(images)
+        for indices in _batches(resized_sizes, batch_size):
+            inputs = []
+            for i in indices:
+                inputs.append(
+                    preprocess(
+                        decoded[i],
+                        min_size=cfg.min_size_test,
+                        max_size=cfg.max_size_test,
+                        pixel_mean=cfg.pixel_mean,
+                        pixel_std=cfg.pixel_std,
+                        resize=self.resize,
+                        device=self.device,
+                    )
+                )
+                decoded[i] = None  # the uint8 copy is no longer needed
+            regions = self.detector.detect(
+                inputs,
+                rule,
+                num_boxes,
+                given_boxes=None if boxes is None else [boxes[i] for i in indices],
+                conf_thresh=conf_thresh,
+            )
+            for i, region in zip(indices, regions, strict=True):
+                results[i] = self._with_names(region)
+        return results
+
+    def _with_names(self, regions: Regions) -> RegionFeatures:
+        values = {f.name: getattr(regions, f.name) for f in dataclasses.fields(regions)}
+        return RegionFeatures(
+            **values, object_vocabulary=self.object_vocabulary, attribute_vocabulary=self.attribute_vocabulary
+        )
+
+
+def _decode(index: int, image: ImageInput, bgr: bool) -> np.ndarray:
+    try:
+        return load_image(image, bgr=bgr and isinstance(image, (np.ndarray, torch.Tensor)))
+    except ImageLoadError as error:
+        raise ImageLoadError(f"{error.source} (images[{index}])", error.reason) from error
+    except TypeError as error:
+        raise TypeError(f"images[{index}]: {error}") from None
+
+
+def _batches(resized_sizes: list[tuple[int, int]], batch_size: int | None) -> list[list[int]]:
+    """Image indices per forward pass: images of one network-input size, at most batch_size each."""
+    by_size: dict[tuple[int, int], list[int]] = {}
+    for i, size in enumerate(resized_sizes):
+        by_size.setdefault(size, []).append(i)
+    step = batch_size or len(resized_sizes)
+    return [group[start : start + step] for group in by_size.values() for start in range(0, len(group), step)]
+
+
+def _given_boxes_as_tensors(given_boxes: Sequence, num_images: int) -> list[torch.Tensor]:
+    if not isinstance(given_boxes, (list, tuple)):
+        # A single (N, 4) array would read as N images' boxes; one image's boxes go in a list of one.
+        raise ValueError(
+            f"given_boxes is a {type(given_boxes).__name__}: expected a list with one (N, 4) box array per image "
+            "(for one image: [boxes])"
+        )
+    if len(given_boxes) != num_images:
+        raise ValueError(
+            f"given_boxes has {len(given_boxes)} entries for {num_images} image(s): expected one (N, 4) box array "
+            "per image"
+        )
+    tensors = []
+    for i, boxes in enumerate(given_boxes):
+        try:
+            boxes = torch.as_tensor(boxes, dtype=torch.float32)
+        except (TypeError, ValueError, RuntimeError) as error:
+            raise ValueError(f"given_boxes[{i}] is not an array of numbers: {error}") from None
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise ValueError(
+                f"given_boxes[{i}] has shape {tuple(boxes.shape)}: expected (N, 4) boxes x1, y1, x2, y2 "
+                "(one box: boxes[None])"
+            )
+        finite = torch.isfinite(boxes).all(dim=1)
+        if not finite.all():
+            j = int(torch.nonzero(~finite)[0])
+            raise ValueError(f"given_boxes[{i}][{j}] = {boxes[j].tolist()} is not finite")
+        tensors.append(boxes)
+    return tensors
+
+
+def _check_inside(boxes: torch.Tensor, index: int, height: int, width: int) -> None:
+    x1, y1, x2, y2 = boxes.unbind(dim=1)
+    inside = (x1 >= 0) & (y1 >= 0) & (x1 < x2) & (y1 < y2) & (x2 <= width) & (y2 <= height)
+    if not inside.all():
+        j = int(torch.nonzero(~inside)[0])
+        raise ValueError(
+            f"given_boxes[{index}][{j}] = {boxes[j].tolist()} does not lie inside image {index} "
+            f"({width} x {height} pixels): expected 0 <= x1 < x2 <= {width} and 0 <= y1 < y2 <= {height}, "
+            "in original pixels"
+        )
