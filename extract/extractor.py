@@ -138,7 +138,8 @@ class RegionFeatureExtractor:
         token: str | bool | None = None,
     ) -> RegionFeatureExtractor:
         """Load a hub name (e.g. "unc-nlp/frcnn-vg-finetuned") or a folder (config.yaml + model_final.pkl,
-        config.json + model.safetensors, ...) with extract.checkpoints.load_pretrained."""
+        config.yaml + model.safetensors, the port's config.yaml + pytorch_model.bin, ...) with
+        extract.checkpoints.load_pretrained."""
         detector = VGDetector.from_pretrained(
             name_or_path,
             config=config,
