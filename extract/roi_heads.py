@@ -65,6 +65,7 @@ class Res5ROIHeads(nn.Module):
         self.pooler_resolution = config.pooler_resolution
         self.spatial_scale = 1.0 / FEATURE_STRIDE
         self.res5 = build_res5(config)
+        self.rois_per_pass = 300  # regions through res5 at once (memory); results do not depend on it
         self.box_predictor = BoxPredictor(
             config.pooled_dim, config.num_classes, config.num_attributes if config.attribute_head else None
         )
@@ -79,10 +80,16 @@ class Res5ROIHeads(nn.Module):
         """
         rois = boxes_to_rois(boxes)
         size = (self.pooler_resolution, self.pooler_resolution)
-        pooled = roi_pool(features.float(), rois.float(), size, self.spatial_scale)
-        res5_dtype = next(self.res5.parameters(), pooled).dtype
-        x = self.res5(pooled.to(res5_dtype))
-        return x.mean(dim=[2, 3], dtype=torch.float32)
+        features = features.float()
+        res5_dtype = next(self.res5.parameters(), features).dtype
+        # res5 on 14 x 14 maps is ~90% of the detector's work and its activations are large (300 regions:
+        # about 0.5 GB per 2048-channel tensor in float32): at most rois_per_pass regions at a time keeps
+        # the peak memory of a batch of images at that of one image.
+        pooled = []
+        for chunk in rois.split(self.rois_per_pass):
+            x = self.res5(roi_pool(features, chunk.float(), size, self.spatial_scale).to(res5_dtype))
+            pooled.append(x.mean(dim=[2, 3], dtype=torch.float32))
+        return torch.cat(pooled) if pooled else features.new_zeros(0, self.box_predictor.cls_score.in_features)
 
     def forward(
         self, features: torch.Tensor, boxes: list[torch.Tensor]

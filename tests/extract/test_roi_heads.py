@@ -77,3 +77,21 @@ def test_res5_roi_heads_forward_shapes():
     assert pooled.shape == (3, 256) and class_logits.shape == (3, 6)
     assert box_deltas.shape == (3, 20) and attribute_logits.shape == (3, 4)
     assert torch.equal(pooled[0], pooled[2])  # same box, same feature
+
+
+def test_regions_go_through_res5_in_bounded_passes():
+    """rois_per_pass bounds memory; the features are those of one pass over all regions."""
+    torch.manual_seed(0)
+    heads = Res5ROIHeads(TINY).eval()
+    features = torch.randn(2, 128, 20, 24)
+    generator = torch.Generator().manual_seed(1)
+    corners = torch.rand(70, 2, generator=generator) * 200
+    boxes = torch.cat([corners, corners + 20 + torch.rand(70, 2, generator=generator) * 150], dim=1)
+    per_image = [boxes[:40], boxes[40:]]
+    with torch.no_grad():
+        whole = heads.pooled_features(features, per_image)
+        heads.rois_per_pass = 17  # 70 regions in 5 passes, one of them across the two images
+        chunked = heads.pooled_features(features, per_image)
+    assert whole.shape == (70, 256)
+    # convolutions over fewer regions may sum in another order: float32 rounding only
+    assert torch.allclose(chunked, whole, atol=1e-5, rtol=1e-5)
