@@ -23,25 +23,49 @@ from .images import ImageLoadError, load_image
 from .labels import class_names
 from .preprocess import PreprocessedImage, preprocess
 from .selection import RULES, ImagePredictions, Regions, select_regions
+from .store import (
+    DuplicateIdError,
+    FeatureDataset,
+    FeatureRecord,
+    FeatureStore,
+    StoreError,
+    StoreMetadata,
+    StoreWriter,
+    merge,
+)
+from .tsv import TSVFormatError, export_tsv, import_tsv, read_tsv, write_tsv
 
 __all__ = [
     "RULES",
     "CheckpointError",
     "ConfigError",
     "DetectorConfig",
+    "DuplicateIdError",
+    "FeatureDataset",
+    "FeatureRecord",
+    "FeatureStore",
     "ImageLoadError",
     "ImagePredictions",
     "PreprocessedImage",
     "RegionFeatureExtractor",
     "RegionFeatures",
     "Regions",
+    "StoreError",
+    "StoreMetadata",
+    "StoreWriter",
+    "TSVFormatError",
     "VGDetector",
     "class_names",
+    "export_tsv",
+    "import_tsv",
     "load_detectron2_checkpoint",
     "load_image",
     "load_pretrained",
+    "merge",
     "preprocess",
     "read_detectron2_pkl",
+    "read_tsv",
     "save_pretrained",
     "select_regions",
+    "write_tsv",
 ]
