@@ -1,0 +1,300 @@
+"""What the pipelines share: reading images (each distinct image once, URLs only when allowed), the
+transformers-style input forms of (image, text) pairs, and batching pairs through LXMERT with the
+region features kept on the device from the detector to the model."""
+
+from __future__ import annotations
+
+import os
+import urllib.request
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from extract import RegionFeatureExtractor, RegionFeatures
+from lxmert import LxmertPreTrainedModel, LxmertTokenizerFast
+
+URL_PREFIXES = ("http://", "https://")
+DEFAULT_BATCH_SIZE = 8
+
+
+def is_url(image: Any) -> bool:
+    return isinstance(image, str) and image.startswith(URL_PREFIXES)
+
+
+def fetch_url(url: str, *, allow_network: bool, timeout: float = 30.0) -> bytes:
+    """The bytes at `url`; refused unless the caller allowed network access."""
+    if not allow_network:
+        raise ValueError(
+            f"image {url!r} is a URL and this pipeline does not use the network; download it first, or pass "
+            "allow_network=True (to pipeline(...) or to the call)"
+        )
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
+            return response.read()
+    except OSError as error:
+        raise OSError(f"could not download image {url!r}: {error}") from error
+
+
+def check_batch_size(batch_size: Any) -> int:
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def chunks(items: Sequence, size: int) -> list[Sequence]:
+    return [items[start : start + size] for start in range(0, len(items), size)]
+
+
+class ImageReader:
+    """Region features of images through a RegionFeatureExtractor."""
+
+    def __init__(self, extractor: RegionFeatureExtractor, *, allow_network: bool = False):
+        self.extractor = extractor
+        self.allow_network = allow_network
+
+    def read(
+        self, images: Sequence[Any], *, batch_size: int, allow_network: bool | None = None, **selection: Any
+    ) -> list[RegionFeatures]:
+        """One RegionFeatures per image, in order, `batch_size` images per detector pass; `selection`
+        goes to the extractor (rule, num_boxes, given_boxes)."""
+        allowed = self.allow_network if allow_network is None else allow_network
+        sources = [fetch_url(image, allow_network=allowed) if is_url(image) else image for image in images]
+        given = selection.pop("given_boxes", None)
+        results = []
+        for start in range(0, len(sources), batch_size):
+            batch = list(sources[start : start + batch_size])
+            boxes = None if given is None else list(given[start : start + batch_size])
+            results.extend(self.extractor(batch, batch_size=batch_size, given_boxes=boxes, **selection))
+        return results
+
+
+@dataclass
+class VisualInputs:
+    """One image's region features as LXMERT reads them, on the pipeline's device."""
+
+    features: torch.Tensor  # (K, D)
+    normalized_boxes: torch.Tensor  # (K, 4) in [0, 1]
+
+
+def stack_visual_inputs(items: Sequence[VisualInputs]) -> dict[str, torch.Tensor]:
+    """LXMERT's visual_feats (B, K, D), visual_pos (B, K, 4) and, when the box counts differ,
+    visual_attention_mask (B, K) with 0 on the padding."""
+    counts = [len(item.features) for item in items]
+    most = max(counts)
+    if min(counts) == most:
+        return {
+            "visual_feats": torch.stack([item.features for item in items]),
+            "visual_pos": torch.stack([item.normalized_boxes for item in items]),
+        }
+    first = items[0].features
+    feats = first.new_zeros(len(items), most, first.shape[1])
+    pos = first.new_zeros(len(items), most, 4)
+    mask = first.new_zeros(len(items), most)
+    for row, (item, count) in enumerate(zip(items, counts, strict=True)):
+        feats[row, :count] = item.features
+        pos[row, :count] = item.normalized_boxes
+        mask[row, :count] = 1
+    return {"visual_feats": feats, "visual_pos": pos, "visual_attention_mask": mask}
+
+
+@dataclass
+class Pair:
+    source: int  # index into the distinct visual sources
+    text: str
+
+
+class ImageTextPipeline:
+    """Base of the pipelines that run LXMERT on (image, text) pairs.
+
+    Visual sources are images (through the detector), precomputed features of a FeatureStore
+    (`image_id=` + `store=`), or given `features=` + normalized `boxes=`. Subclasses turn a batch of
+    model inputs into scores (`_score_batch`) and scores into results.
+    """
+
+    text_name = "text"  # the keyword of the texts in __call__, for error messages
+
+    def __init__(
+        self,
+        model: LxmertPreTrainedModel,
+        tokenizer: LxmertTokenizerFast,
+        reader: ImageReader | None,
+        *,
+        batch_size: int = DEFAULT_BATCH_SIZE,
+        max_text_length: int | None = None,
+    ):
+        config = model.config
+        if reader is not None and reader.extractor.config.pooled_dim != config.visual_feat_dim:
+            raise ValueError(
+                f"the detector gives {reader.extractor.config.pooled_dim}-d region features but the LXMERT "
+                f"model reads {config.visual_feat_dim}-d ones (config.visual_feat_dim)"
+            )
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.reader = reader
+        self.batch_size = check_batch_size(batch_size)
+        self.max_text_length = max_text_length or min(
+            tokenizer.model_max_length or config.max_position_embeddings, config.max_position_embeddings
+        )
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def parse(self, image, texts, image_id, store, features, boxes) -> tuple[list[tuple[str, Any]], list[Pair], bool]:
+        """The distinct visual sources (kind, value), the (source, text) pairs, and whether the input was
+        a single pair (the result is then not wrapped in a list)."""
+        given = [
+            name
+            for name, value in (("image", image), ("image_id", image_id), ("features", features))
+            if value is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "pass exactly one of image=, image_id= (with store=) or features= (with boxes=); got "
+                + (", ".join(given) if given else "none")
+            )
+        if image_id is not None:
+            if store is None:
+                raise ValueError("image_id= needs store=, the FeatureStore that holds the image's features")
+            ids, id_batch = ([image_id], False) if isinstance(image_id, str) else (list(image_id), True)
+            return self._broadcast([("store", (store, i)) for i in ids], id_batch, texts)
+        if features is not None:
+            if boxes is None:
+                raise ValueError("features= needs boxes=, the (K, 4) normalized boxes of those regions")
+            return self._broadcast([("features", (features, boxes))], False, texts)
+        if isinstance(image, dict) or (isinstance(image, list) and image and all(isinstance(x, dict) for x in image)):
+            if texts is not None:
+                raise ValueError(f"pass the {self.text_name}s inside the dicts, not as {self.text_name}=")
+            items = [image] if isinstance(image, dict) else image
+            for i, item in enumerate(items):
+                missing = {"image", self.text_name} - set(item)
+                if missing:
+                    raise ValueError(
+                        f"input {i} lacks {sorted(missing)}: each dict needs 'image' and '{self.text_name}'"
+                    )
+            sources, index = _distinct([("image", item["image"]) for item in items])
+            pairs = [Pair(index[i], self._check_text(item[self.text_name], i)) for i, item in enumerate(items)]
+            return sources, pairs, isinstance(image, dict)
+        image_batch = isinstance(image, (list, tuple))
+        return self._broadcast([("image", x) for x in (image if image_batch else [image])], image_batch, texts)
+
+    def _broadcast(self, sources: list, source_batch: bool, texts) -> tuple[list, list[Pair], bool]:
+        name = self.text_name
+        if texts is None:
+            raise ValueError(f"{name}= is missing: pass a {name} or a list of them")
+        text_batch = isinstance(texts, (list, tuple))
+        texts = list(texts) if text_batch else [texts]
+        if not texts:
+            raise ValueError(f"{name}= is an empty list")
+        texts = [self._check_text(text, i) for i, text in enumerate(texts)]
+        distinct, index = _distinct(sources)
+        if source_batch and text_batch:
+            if len(sources) != len(texts):
+                raise ValueError(
+                    f"{len(sources)} images and {len(texts)} {name}s: with a list of each, image i goes with "
+                    f"{name} i, so the lists must have the same length (pass one image or one {name} to "
+                    f"broadcast it, or a list of {{'image', '{name}'}} dicts)"
+                )
+            pairs = [Pair(index[i], text) for i, text in enumerate(texts)]
+        elif source_batch:
+            pairs = [Pair(index[i], texts[0]) for i in range(len(sources))]
+        else:
+            pairs = [Pair(index[0], text) for text in texts]
+        return distinct, pairs, not (source_batch or text_batch)
+
+    def _check_text(self, text: Any, index: int) -> str:
+        if not isinstance(text, str):
+            raise TypeError(f"{self.text_name} {index} is a {type(text).__name__}, not a str")
+        if not text.strip():
+            raise ValueError(f"{self.text_name} {index} is empty")
+        return text
+
+    def visual_inputs(self, sources, batch_size: int, allow_network: bool | None) -> list[VisualInputs]:
+        """LXMERT's visual inputs of each distinct source, on the device; images go through the
+        detector together, `batch_size` per pass."""
+        device, visual = self.device, [None] * len(sources)
+        images = [(i, value) for i, (kind, value) in enumerate(sources) if kind == "image"]
+        if images:
+            if self.reader is None:
+                raise ValueError("this pipeline has no detector: pass image_id= with store=, or features= and boxes=")
+            read = self.reader.read([value for _, value in images], batch_size=batch_size, allow_network=allow_network)
+            for (i, _), regions in zip(images, read, strict=True):
+                visual[i] = VisualInputs(regions.features, regions.normalized_boxes)
+        for i, (kind, value) in enumerate(sources):
+            if kind == "store":
+                store, image_id = value
+                record = store[image_id]
+                visual[i] = VisualInputs(
+                    torch.as_tensor(record.features, device=device).float(),
+                    torch.as_tensor(record.normalized_boxes, device=device).float(),
+                )
+            elif kind == "features":
+                visual[i] = _given_features(*value, device, self.model.config.visual_feat_dim)
+        return visual
+
+    # -- model -----------------------------------------------------------------------------------
+
+    def run_pairs(
+        self, visual: list[VisualInputs], pairs: list[Pair], batch_size: int, score: Callable[[dict], torch.Tensor]
+    ) -> torch.Tensor:
+        """`score(model inputs)` for every pair, `batch_size` pairs per pass, concatenated."""
+        rows = []
+        for batch in chunks(pairs, batch_size):
+            texts = [pair.text for pair in batch]
+            self._warn_truncated(texts)
+            encoded = self.tokenizer(
+                texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
+            )
+            inputs = {key: value.to(self.device) for key, value in encoded.items()}
+            inputs.update(stack_visual_inputs([visual[pair.source] for pair in batch]))
+            rows.append(score(inputs))
+        return torch.cat(rows)
+
+    def _warn_truncated(self, texts: list[str]) -> None:
+        for text in texts:
+            # Every token covers at least one character: short texts cannot have been cut.
+            if len(text) + 2 <= self.max_text_length:
+                continue
+            length = len(self.tokenizer.encode(text))
+            if length > self.max_text_length:
+                warnings.warn(
+                    f"{self.text_name} {text[:40]!r}... has {length} tokens; it was cut to {self.max_text_length}",
+                    stacklevel=5,
+                )
+
+
+def _distinct(sources: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], list[int]]:
+    """The sources without repeats (same path, same object, same store id), and each input's position."""
+    distinct: list[tuple[str, Any]] = []
+    seen: dict[Any, int] = {}
+    index = []
+    for kind, value in sources:
+        if kind == "store":
+            key = (kind, id(value[0]), value[1])
+        elif isinstance(value, (str, os.PathLike)):
+            key = (kind, os.fspath(value))
+        else:
+            key = (kind, id(value))
+        if key not in seen:
+            seen[key] = len(distinct)
+            distinct.append((kind, value))
+        index.append(seen[key])
+    return distinct, index
+
+
+def _given_features(features, boxes, device: torch.device, feature_dim: int) -> VisualInputs:
+    features = torch.as_tensor(features, device=device).float()
+    boxes = torch.as_tensor(boxes, device=device).float()
+    if features.ndim != 2 or features.shape[1] != feature_dim:
+        raise ValueError(f"features= must be (K, {feature_dim}) region features, got shape {tuple(features.shape)}")
+    if boxes.shape != (features.shape[0], 4):
+        raise ValueError(
+            f"boxes= must be ({features.shape[0]}, 4) normalized boxes for the {features.shape[0]} regions, "
+            f"got shape {tuple(boxes.shape)}"
+        )
+    return VisualInputs(features, boxes)
