@@ -158,27 +158,27 @@ class LxmertAttention(nn.Module):
         return attended, probs
 
 
-class LxmertAttentionOutput(nn.Module):
-    """LayerNorm(dropout(dense(attended)) + residual)."""
+class LxmertResidualOutput(nn.Module):
+    """LayerNorm(dropout(dense(x)) + residual): closes every attention and feed-forward block."""
 
-    def __init__(self, config: LxmertConfig):
+    def __init__(self, config: LxmertConfig, in_features: int):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = nn.Linear(in_features, config.hidden_size)
         self.LayerNorm = _layer_norm(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, attended: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
         # In place: the dense output is fresh, and neither dense nor dropout needs it for backward.
-        return self.LayerNorm(self.dropout(self.dense(attended)).add_(residual))
+        return self.LayerNorm(self.dropout(self.dense(x)).add_(residual))
 
 
 class LxmertSelfAttentionLayer(nn.Module):
-    """Self-attention block; `queries_only` restricts the queries (and output) to a prefix of tokens."""
+    """Self-attention block; `queries` (default: all of `hidden`) may be a subset of the tokens, e.g. the first."""
 
     def __init__(self, config: LxmertConfig):
         super().__init__()
         self.self = LxmertAttention(config)
-        self.output = LxmertAttentionOutput(config)
+        self.output = LxmertResidualOutput(config, config.hidden_size)
 
     def forward(
         self,
@@ -198,7 +198,7 @@ class LxmertCrossAttentionLayer(nn.Module):
     def __init__(self, config: LxmertConfig):
         super().__init__()
         self.att = LxmertAttention(config)
-        self.output = LxmertAttentionOutput(config)
+        self.output = LxmertResidualOutput(config, config.hidden_size)
 
     def forward(
         self, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None, output_attentions: bool
@@ -221,17 +221,6 @@ class LxmertIntermediate(nn.Module):
         return self.intermediate_act_fn(self.dense(hidden))
 
 
-class LxmertOutput(nn.Module):
-    def __init__(self, config: LxmertConfig):
-        super().__init__()
-        self.dense = nn.Linear(config.intermediate_size, config.hidden_size)
-        self.LayerNorm = _layer_norm(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
-
-    def forward(self, intermediate: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
-        return self.LayerNorm(self.dropout(self.dense(intermediate)).add_(residual))
-
-
 class LxmertLayer(nn.Module):
     """A BERT layer: self-attention then feed-forward. Used by the language and the vision encoders."""
 
@@ -239,7 +228,7 @@ class LxmertLayer(nn.Module):
         super().__init__()
         self.attention = LxmertSelfAttentionLayer(config)
         self.intermediate = LxmertIntermediate(config)
-        self.output = LxmertOutput(config)
+        self.output = LxmertResidualOutput(config, config.intermediate_size)
 
     def forward(
         self, hidden: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
@@ -258,9 +247,9 @@ class LxmertXLayer(nn.Module):
         self.lang_self_att = LxmertSelfAttentionLayer(config)
         self.visn_self_att = LxmertSelfAttentionLayer(config)
         self.lang_inter = LxmertIntermediate(config)
-        self.lang_output = LxmertOutput(config)
+        self.lang_output = LxmertResidualOutput(config, config.intermediate_size)
         self.visn_inter = LxmertIntermediate(config)
-        self.visn_output = LxmertOutput(config)
+        self.visn_output = LxmertResidualOutput(config, config.intermediate_size)
 
     def forward(
         self,
