@@ -19,7 +19,9 @@ from .checkpoints import (
 from .config import ConfigError, DetectorConfig
 from .detector import VGDetector
 from .extractor import RegionFeatureExtractor, RegionFeatures
+from .hf_datasets import add_region_features
 from .images import ImageLoadError, load_image
+from .jobs import InputError, JobError, JobSummary, run_extraction
 from .labels import class_names
 from .preprocess import PreprocessedImage, preprocess
 from .selection import RULES, ImagePredictions, Regions, select_regions
@@ -46,6 +48,9 @@ __all__ = [
     "FeatureStore",
     "ImageLoadError",
     "ImagePredictions",
+    "InputError",
+    "JobError",
+    "JobSummary",
     "PreprocessedImage",
     "RegionFeatureExtractor",
     "RegionFeatures",
@@ -55,6 +60,7 @@ __all__ = [
     "StoreWriter",
     "TSVFormatError",
     "VGDetector",
+    "add_region_features",
     "class_names",
     "export_tsv",
     "import_tsv",
@@ -65,6 +71,7 @@ __all__ = [
     "preprocess",
     "read_detectron2_pkl",
     "read_tsv",
+    "run_extraction",
     "save_pretrained",
     "select_regions",
     "write_tsv",
