@@ -16,6 +16,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from .images import DEFAULT_MAX_IMAGE_PIXELS
+
 PROG = "lxmert-extract"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 SUBCOMMANDS = ("merge", "tsv-import", "tsv-export")
@@ -112,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--retry-failed", action="store_true", help="with --resume: try the images of the error table again"
     )
     run.add_argument("--shard", metavar="I/N", help="extract shard I of N (0 <= I < N) into STORE's shard file")
+    run.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=DEFAULT_MAX_IMAGE_PIXELS,
+        metavar="N",
+        help="refuse images of more pixels, before decoding (decompression bombs; default: "
+        f"{DEFAULT_MAX_IMAGE_PIXELS}, Pillow's limit; 0: no limit)",
+    )
     run.add_argument("--allow-errors", action="store_true", help="exit 0 even when images failed")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
@@ -203,6 +213,7 @@ def _extract(args: argparse.Namespace) -> int:
         id_from=args.id_from,
         image_column=args.image_column,
         id_column=args.id_column,
+        max_image_pixels=args.max_image_pixels or None,
         progress=False if args.quiet else None,
     )
     launch = torchrun_launch()

@@ -32,7 +32,7 @@ import torch
 from .checkpoints import save_pretrained
 from .config import DetectorConfig
 from .detector import VGDetector
-from .images import ImageInput, ImageLoadError, load_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageLoadError, load_image
 from .labels import class_names
 from .preprocess import output_size, preprocess
 from .selection import RULES, Regions, parse_num_boxes
@@ -93,6 +93,8 @@ class RegionFeatureExtractor:
     upload; detectron2's call) or "fast" (upload, then the same filter on the device, bit-identical).
     min_size / max_size: shortest side / longest-side cap of the network input (default: the
     config's INPUT.MIN_SIZE_TEST / MAX_SIZE_TEST, 600 / 1000 for LXMERT's features).
+    max_image_pixels: the decompression-bomb guard for files and bytes (extract.images.load_image):
+    a larger image raises ImageLoadError before it is decoded; None: no limit.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class RegionFeatureExtractor:
         resize: str = "exact",
         min_size: int | None = None,
         max_size: int | None = None,
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     ):
         if resize not in RESIZES:
             raise ValueError(
@@ -120,6 +123,9 @@ class RegionFeatureExtractor:
             detector.set_compute_dtype(dtype)
         self.detector = detector.eval()
         self.resize = resize
+        if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels >= 1):
+            raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
+        self.max_image_pixels = max_image_pixels
         self.object_vocabulary = class_names("objects", config.num_classes)
         self.attribute_vocabulary = class_names("attributes", config.num_attributes) if config.attribute_head else ()
 
@@ -132,6 +138,7 @@ class RegionFeatureExtractor:
         dtype: torch.dtype | None = None,
         config: DetectorConfig | str | os.PathLike | None = None,
         resize: str = "exact",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
@@ -150,7 +157,7 @@ class RegionFeatureExtractor:
             local_files_only=local_files_only,
             token=token,
         )
-        return cls(detector, resize=resize)
+        return cls(detector, resize=resize, max_image_pixels=max_image_pixels)
 
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write the config (with this extractor's input sizes) and float32 weights to `directory`."""
@@ -215,7 +222,7 @@ class RegionFeatureExtractor:
             raise ValueError(f"conf_thresh={conf_thresh!r}: expected a probability in [0, 1]")
         boxes = None if given_boxes is None else _given_boxes_as_tensors(given_boxes, len(images))
 
-        decoded = [_decode(i, image, bgr) for i, image in enumerate(images)]
+        decoded = [_decode(i, image, bgr, self.max_image_pixels) for i, image in enumerate(images)]
         cfg = self.config
         resized_sizes = []
         for i, pixels in enumerate(decoded):
@@ -261,9 +268,11 @@ class RegionFeatureExtractor:
         )
 
 
-def _decode(index: int, image: ImageInput, bgr: bool) -> np.ndarray:
+def _decode(index: int, image: ImageInput, bgr: bool, max_image_pixels: int | None) -> np.ndarray:
     try:
-        return load_image(image, bgr=bgr and isinstance(image, (np.ndarray, torch.Tensor)))
+        return load_image(
+            image, bgr=bgr and isinstance(image, (np.ndarray, torch.Tensor)), max_image_pixels=max_image_pixels
+        )
     except ImageLoadError as error:
         raise ImageLoadError(f"{error.source} (images[{index}])", error.reason) from error
     except TypeError as error:

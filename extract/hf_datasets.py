@@ -158,7 +158,7 @@ def add_region_features(
         images = []
         for row, value in zip(rows, batch[image_column], strict=True):
             try:
-                images.append(load_image(image_input(value)))
+                images.append(load_image(image_input(value), max_image_pixels=extractor.max_image_pixels))
             except ImageLoadError as error:
                 raise ImageLoadError(f"{error.source} (row {row})", error.reason) from None
         regions = extractor(images, rule=rule, num_boxes=num_boxes, batch_size=batch_size)

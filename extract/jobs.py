@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from .checkpoints import locate_checkpoint
 from .extractor import RegionFeatureExtractor, RegionFeatures
-from .images import ImageLoadError, load_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .preprocess import output_size
 from .selection import RULES, parse_num_boxes
 from .store import FEATURE_DTYPES, FeatureStore, StoreError, StoreMetadata, StoreWriter, box_range, merge
@@ -291,10 +291,20 @@ class DecodedImages(torch.utils.data.Dataset):
     elongated for the detector's input size are refused here too (min_size / max_size).
     """
 
-    def __init__(self, items: Sequence[ImageItem], *, min_size: int, max_size: int, rows: Any = None, column: str = ""):
+    def __init__(
+        self,
+        items: Sequence[ImageItem],
+        *,
+        min_size: int,
+        max_size: int,
+        rows: Any = None,
+        column: str = "",
+        max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    ):
         self.items = list(items)
         self.min_size, self.max_size = min_size, max_size
         self.rows, self.column = rows, column
+        self.max_image_pixels = max_image_pixels
 
     def __len__(self) -> int:
         return len(self.items)
@@ -303,11 +313,12 @@ class DecodedImages(torch.utils.data.Dataset):
         image_id, source = self.items[index]
         try:
             if self.rows is None:
-                pixels = load_image(source)
+                pixels = load_image(source, max_image_pixels=self.max_image_pixels)
             else:
                 from .hf_datasets import image_input
 
-                pixels = load_image(image_input(self.rows[source][self.column]))
+                cell = image_input(self.rows[source][self.column])
+                pixels = load_image(cell, max_image_pixels=self.max_image_pixels)
             output_size(*pixels.shape[:2], self.min_size, self.max_size)
         except Exception as error:  # any unusable input is the image's failure, not the job's
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
@@ -500,6 +511,7 @@ def run_extraction(
     id_from: str = "stem",
     image_column: str = "image",
     id_column: str | None = None,
+    max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     progress: bool | None = None,
 ) -> JobSummary:
     """Extract the region features of every input image into the feature store ``output``.
@@ -510,6 +522,7 @@ def run_extraction(
     available), dtype (of the convolutions). num_boxes: 36, "36", (10, 100) or "10-100" (default 36; none
     for rule "d2"). batch_size: images per detector call and per committed batch. num_workers: DataLoader
     processes decoding images (0: in this process). feature_dtype: of the stored features.
+    max_image_pixels: images with more pixels are refused before decoding (an error record; None: no limit).
 
     resume: continue an existing store (same settings), skipping the ids it holds and those in its error
     table (``retry_failed``: try those again); overwrite: replace it; neither: an existing output is
@@ -524,6 +537,8 @@ def run_extraction(
     """
     output = Path(output)
     _check_options(rule, dtype, feature_dtype, batch_size, num_workers, resume, overwrite)
+    if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels >= 1):
+        raise InputError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
     launch = torchrun_launch()
     if launch is not None:
         if shard is not None:
@@ -572,6 +587,7 @@ def run_extraction(
             max_size=extractor.config.max_size_test,
             rows=_image_rows(inputs, image_column) if is_dataset else None,
             column=image_column,
+            max_image_pixels=max_image_pixels,
         )
         start = time.perf_counter()
         summary.done, summary.failures = _extract(

@@ -9,11 +9,10 @@ Two resizes, one result. ``resize_exact`` calls Pillow on the CPU, which is what
 ``resize_fast`` re-implements Pillow's arithmetic for 8-bit images with integer torch ops so that it
 runs wherever the tensor lives (a GPU): the same filter taps computed in float64, weights rounded to
 22-bit fixed point, ``(sum + 2**21) >> 22`` clamped to 0..255 after each of the two separable
-passes, and the pass order Pillow 13 picks (vertical first when the height shrinks by more than
-twice what the width shrinks). It gives Pillow's pixels bit for bit, not an approximation (checked
-on real and random images in tests/extract/test_preprocess.py). Pillow before 13 always ran the
-horizontal pass first, so with an older Pillow the two can differ by one level in some pixels of
-images resized under the vertical-first rule (tall images shrunk in height).
+passes, and the pass order of the installed Pillow (Pillow 13 runs the vertical pass first when the
+height shrinks by more than twice what the width shrinks; earlier versions always ran the horizontal
+pass first). It gives Pillow's pixels bit for bit, not an approximation (checked on real and random
+images in tests/extract/test_preprocess.py).
 """
 
 from __future__ import annotations
@@ -24,6 +23,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import PIL
 import torch
 from PIL import Image
 
@@ -33,6 +33,9 @@ PIXEL_STD_BGR = (1.0, 1.0, 1.0)
 
 # Pillow's fixed-point precision for 8-bit resampling: 32 bits - 8 for the pixel - 2 for overshoot.
 _PRECISION_BITS = 22
+# Pillow 13 chose the order of the two resize passes by how much each axis shrinks; before, the
+# horizontal pass always came first. resize_fast follows the Pillow it runs next to.
+PILLOW_VERTICAL_FIRST_RULE = int(PIL.__version__.split(".")[0]) >= 13
 
 
 def output_size(height: int, width: int, min_size: int = 600, max_size: int = 1000) -> tuple[int, int]:
@@ -77,11 +80,14 @@ def resize_exact(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.array(resized, dtype=np.uint8)
 
 
-def resize_fast(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def resize_fast(
+    image: torch.Tensor, size: tuple[int, int], *, vertical_first_rule: bool = PILLOW_VERTICAL_FIRST_RULE
+) -> torch.Tensor:
     """Pillow's antialiased bilinear resize of a uint8 (3, H, W) or (N, 3, H, W) tensor, on its device.
 
     Bit-identical to ``resize_exact`` (see the module docstring): every pass rounds half up from
     Pillow's 22-bit fixed-point sums and clamps to 0..255. Returns uint8 (..., h, w).
+    vertical_first_rule: order the passes as Pillow 13 does (default: as the installed Pillow does).
     """
     if image.dtype != torch.uint8 or image.ndim < 2:
         raise ValueError(
@@ -93,8 +99,9 @@ def resize_fast(image: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     in_height, in_width = image.shape[-2:]
     levels = image.to(torch.int32)
     # Pillow 13 resamples the vertical axis first when the height loses more than twice as many
-    # pixels as the width; otherwise horizontal first. The order changes the rounding in between.
-    vertical_first = in_height - height > 0 and in_height - height > 2 * (in_width - width)
+    # pixels as the width; otherwise (and always before 13) horizontal first. The order changes the
+    # rounding in between.
+    vertical_first = vertical_first_rule and in_height - height > 0 and in_height - height > 2 * (in_width - width)
     passes = [(height, -2), (width, -1)] if vertical_first else [(width, -1), (height, -2)]
     for out_size, dim in passes:
         if levels.shape[dim] != out_size:

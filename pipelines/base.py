@@ -4,6 +4,7 @@ region features kept on the device from the detector to the model."""
 
 from __future__ import annotations
 
+import numbers
 import os
 import urllib.request
 import warnings
@@ -13,7 +14,7 @@ from typing import Any
 
 import torch
 
-from extract import RegionFeatureExtractor, RegionFeatures
+from extract import FeatureStore, RegionFeatureExtractor, RegionFeatures
 from lxmert import LxmertPreTrainedModel, LxmertTokenizerFast
 
 URL_PREFIXES = ("http://", "https://")
@@ -21,7 +22,7 @@ DEFAULT_BATCH_SIZE = 8
 
 
 def is_url(image: Any) -> bool:
-    return isinstance(image, str) and image.startswith(URL_PREFIXES)
+    return isinstance(image, str) and image[:8].lower().startswith(URL_PREFIXES)
 
 
 def fetch_url(url: str, *, allow_network: bool, timeout: float = 30.0) -> bytes:
@@ -36,6 +37,23 @@ def fetch_url(url: str, *, allow_network: bool, timeout: float = 30.0) -> bytes:
             return response.read()
     except OSError as error:
         raise OSError(f"could not download image {url!r}: {error}") from error
+
+
+def check_top_k(top_k: Any) -> int:
+    """top_k as an int (numpy integers too); bools, floats and values below 1 are refused."""
+    if isinstance(top_k, bool) or not isinstance(top_k, numbers.Integral) or top_k < 1:
+        raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+    return int(top_k)
+
+
+def open_store(store: Any) -> Any:
+    """A FeatureStore for store=: a FeatureStore (or anything indexable by image id) as it is, or the path
+    of a store file, opened read-only."""
+    if isinstance(store, (str, os.PathLike)):
+        return FeatureStore(store)
+    if not hasattr(store, "__getitem__"):
+        raise TypeError(f"store= must be a FeatureStore or the path of one, got {type(store).__name__}")
+    return store
 
 
 def check_batch_size(batch_size: Any) -> int:
@@ -161,13 +179,18 @@ class ImageTextPipeline:
         if image_id is not None:
             if store is None:
                 raise ValueError("image_id= needs store=, the FeatureStore that holds the image's features")
+            store = open_store(store)
             ids, id_batch = ([image_id], False) if isinstance(image_id, str) else (list(image_id), True)
             return self._broadcast([("store", (store, i)) for i in ids], id_batch, texts)
         if features is not None:
             if boxes is None:
                 raise ValueError("features= needs boxes=, the (K, 4) normalized boxes of those regions")
             return self._broadcast([("features", (features, boxes))], False, texts)
-        if isinstance(image, dict) or (isinstance(image, list) and image and all(isinstance(x, dict) for x in image)):
+        if isinstance(image, (list, tuple)) and not image:
+            return [], [], False  # an empty batch: no results
+        if isinstance(image, dict) or (
+            isinstance(image, (list, tuple)) and all(isinstance(item, dict) for item in image)
+        ):
             if texts is not None:
                 raise ValueError(f"pass the {self.text_name}s inside the dicts, not as {self.text_name}=")
             items = [image] if isinstance(image, dict) else image
@@ -189,8 +212,8 @@ class ImageTextPipeline:
             raise ValueError(f"{name}= is missing: pass a {name} or a list of them")
         text_batch = isinstance(texts, (list, tuple))
         texts = list(texts) if text_batch else [texts]
-        if not texts:
-            raise ValueError(f"{name}= is an empty list")
+        if not texts or not sources:
+            return [], [], False  # an empty batch: no results
         texts = [self._check_text(text, i) for i, text in enumerate(texts)]
         distinct, index = _distinct(sources)
         if source_batch and text_batch:

@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.task, model=args.model, detector=args.detector, device=args.device, allow_network=args.allow_network
         )
         answers = vqa(image=args.image, question=args.question, top_k=args.top_k)
-    except (OSError, ValueError, TypeError) as error:
+    except (OSError, ValueError, TypeError, RuntimeError) as error:  # RuntimeError: e.g. out of GPU memory
         print(f"lxmert ask: error: {error}", file=sys.stderr)
         return 2
     if args.json:

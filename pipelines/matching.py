@@ -56,6 +56,8 @@ class ImageTextMatchingPipeline(ImageTextPipeline):
         """{"score": P(match), "match": score >= threshold} per (image, text) pair; a single pair gives one dict."""
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         sources, pairs, single = self.parse(image, text, image_id, store, features, boxes)
+        if not pairs:
+            return []
         visual = self.visual_inputs(sources, batch_size, allow_network)
         scores = self.run_pairs(visual, pairs, batch_size, self._match_probability).tolist()
         results = [{"score": score, "match": score >= self.threshold} for score in scores]

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from extract import RegionFeatureExtractor
+from extract.extractor import RESIZES
 from lxmert import LxmertForPreTraining, LxmertForQuestionAnswering, LxmertTokenizerFast
 
 from .base import DEFAULT_BATCH_SIZE, ImageReader
@@ -67,6 +68,7 @@ def pipeline(
     batch_size: int | None = None,
     *,
     allow_network: bool = False,
+    resize: str | None = None,
     **options: Any,
 ):
     """Build the pipeline of `task` (see the table in this module's docstring).
@@ -74,9 +76,12 @@ def pipeline(
     model / detector: a hub id or a local folder (LXMERT: config.json + weights; detector: any format
     extract.checkpoints reads), or an already loaded model / RegionFeatureExtractor. tokenizer: a folder
     or hub id; default: the model folder's tokenizer if it has one, else the bundled bert-base-uncased
-    vocabulary. device: where everything runs ("cuda", "cpu", ...; default: CUDA when available).
-    dtype: of LXMERT's weights and of the detector's convolutions (default float32). batch_size: images
-    per detector pass and (image, text) pairs per LXMERT pass. allow_network: let images be URLs.
+    vocabulary. device: where everything runs ("cuda", "cpu", ...; default: the device of a model or
+    detector object passed in, else CUDA when available); objects passed in are moved there. dtype: of
+    LXMERT's weights and of the detector's convolutions (default float32). batch_size: images per
+    detector pass and (image, text) pairs per LXMERT pass. allow_network: let images be URLs. resize:
+    "exact" (Pillow on the CPU) or "fast" (the same pixels, computed on the device); default "fast" on a
+    GPU, "exact" on the CPU (a detector object passed in keeps its own unless resize= is given).
     options: task options, e.g. score_function="softmax" for "vqa".
     """
     name = ALIASES.get(task, task)
@@ -84,9 +89,11 @@ def pipeline(
         known = sorted([*TASKS, *ALIASES])
         raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(known)}")
     spec = TASKS[name]
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = _device(device, model, detector)
     dtype = _dtype(dtype)
-    reader = ImageReader(_extractor(detector, device, dtype), allow_network=allow_network)
+    if resize is not None and resize not in RESIZES:
+        raise ValueError(f"resize={resize!r}: expected one of {', '.join(RESIZES)}")
+    reader = ImageReader(_extractor(detector, device, dtype, resize), allow_network=allow_network)
     batch = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if spec.model_class is None:
         if model is not None:
@@ -106,18 +113,51 @@ def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     return names[str(dtype)]
 
 
-def _extractor(detector, device: torch.device, dtype: torch.dtype | None) -> RegionFeatureExtractor:
+def _device(device: torch.device | str | None, model, detector) -> torch.device:
+    """The device asked for; else that of a model or extractor object passed in; else CUDA when available."""
+    if device is None:
+        if isinstance(model, torch.nn.Module):
+            return _parameter_device(model)
+        if isinstance(detector, RegionFeatureExtractor):
+            return detector.device
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available here (torch.cuda.is_available() is False)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _parameter_device(module: torch.nn.Module) -> torch.device:
+    parameter = next(module.parameters(), None)
+    return torch.device("cpu") if parameter is None else parameter.device
+
+
+def _extractor(detector, device: torch.device, dtype: torch.dtype | None, resize: str | None) -> RegionFeatureExtractor:
     if isinstance(detector, RegionFeatureExtractor):
+        # Moved like a model passed in: the chain runs on one device.
+        detector.detector.to(device)
+        if dtype is not None:
+            detector.detector.set_compute_dtype(dtype)
+        if resize is not None:
+            detector.resize = resize
         return detector
     source = DEFAULT_DETECTOR if detector is None else detector
-    return RegionFeatureExtractor.from_pretrained(source, device=device, dtype=dtype)
+    if resize is None:
+        resize = "fast" if device.type == "cuda" else "exact"
+    return RegionFeatureExtractor.from_pretrained(source, device=device, dtype=dtype, resize=resize)
 
 
 def _model(spec: Task, model, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
     if isinstance(model, torch.nn.Module):
         if not isinstance(model, spec.model_class):
             raise TypeError(f"this task needs a {spec.model_class.__name__}, got {type(model).__name__}")
-        return model.to(device).eval()
+        return model.to(device=device, dtype=dtype).eval()
     source = spec.default_model if model is None else model
     return spec.model_class.from_pretrained(source, device=device, dtype=dtype)
 

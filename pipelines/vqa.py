@@ -19,7 +19,7 @@ import torch
 
 from lxmert import LxmertForQuestionAnswering, LxmertTokenizerFast
 
-from .base import DEFAULT_BATCH_SIZE, ImageReader, ImageTextPipeline, check_batch_size
+from .base import DEFAULT_BATCH_SIZE, ImageReader, ImageTextPipeline, check_batch_size, check_top_k
 
 SCORE_FUNCTIONS = ("sigmoid", "softmax")
 
@@ -87,10 +87,11 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         top_k: answers per question (>= 1; more than the model has gives them all).
         batch_size: images per detector pass and (image, question) pairs per LXMERT pass.
         """
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
-            raise ValueError(f"top_k must be an integer >= 1, got {top_k!r}")
+        top_k = check_top_k(top_k)
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         sources, pairs, single = self.parse(image, question, image_id, store, features, boxes)
+        if not pairs:
+            return []
         visual = self.visual_inputs(sources, batch_size, allow_network)
         scores = self.run_pairs(visual, pairs, batch_size, self._probabilities)
         values, indices = scores.topk(min(top_k, len(self.answers)), dim=-1)

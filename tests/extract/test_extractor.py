@@ -380,6 +380,41 @@ def test_given_boxes_must_lie_inside_their_image(tiny_extractor, real_images, bo
         tiny_extractor([real_images[3], real_images[0]], given_boxes=given)
 
 
+def test_given_boxes_are_in_the_frame_of_the_image_as_displayed(small_extractor, real_images, tmp_path):
+    # EXIF orientation 6: the file stores 500 x 375 pixels that are shown turned 90 degrees clockwise,
+    # 375 wide and 500 tall. Given boxes are in that displayed frame, like every box the extractor
+    # returns: the file gives what the turned pixels give.
+    stored = np.asarray(Image.open(real_images[0]).convert("RGB"))
+    assert stored.shape[:2] == (375, 500)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    rotated_file = tmp_path / "rotated.png"  # lossless, so that the pixels are the same
+    Image.fromarray(stored).save(rotated_file, exif=exif)
+    displayed = np.ascontiguousarray(np.rot90(stored, k=-1))  # 90 degrees clockwise: (500, 375, 3)
+    boxes = [np.array([[0.0, 0.0, 375.0, 500.0], [10.0, 300.0, 200.0, 480.0]])]
+    (from_file,) = small_extractor(rotated_file, given_boxes=boxes)
+    (from_pixels,) = small_extractor(displayed, given_boxes=boxes)
+    assert from_file.image_size == (500, 375)
+    assert_identical([from_file], [from_pixels])
+    # A box in the stored frame (wider than the displayed image) is refused.
+    with pytest.raises(ValueError, match=re.escape("does not lie inside image 0 (375 x 500 pixels)")):
+        small_extractor(rotated_file, given_boxes=[np.array([[0.0, 0.0, 500.0, 375.0]])])
+
+
+def test_max_image_pixels_guards_files_and_is_configurable(tiny_detector, real_images):
+    guarded = RegionFeatureExtractor(tiny_detector, max_image_pixels=1000)
+    assert guarded.max_image_pixels == 1000
+    with pytest.raises(ImageLoadError, match=r"max_image_pixels=1000") as error:
+        guarded([real_images[0]])
+    assert str(real_images[0]) in str(error.value)
+    with pytest.raises(ValueError, match=r"max_image_pixels=0: expected None \(no limit\) or an integer >= 1"):
+        RegionFeatureExtractor(tiny_detector, max_image_pixels=0)
+    assert RegionFeatureExtractor(tiny_detector, max_image_pixels=None).max_image_pixels is None
+    loaded = RegionFeatureExtractor.from_pretrained(TINY, max_image_pixels=1000)
+    with pytest.raises(ImageLoadError, match=r"max_image_pixels=1000"):
+        loaded(real_images[0].read_bytes())
+
+
 def test_constructor_arguments(tiny_detector):
     with pytest.raises(ValueError, match="resize='bilinear'"):
         RegionFeatureExtractor(tiny_detector, resize="bilinear")

@@ -156,6 +156,21 @@ def test_an_image_too_elongated_for_the_detector_is_an_error_record(tmp_path, de
     assert "line" in FeatureStore(tmp_path / "out.h5").errors()
 
 
+def test_images_over_max_image_pixels_are_error_records(tmp_path, detector_dir, capsys):
+    # 000456.jpg is 500 x 375 = 187,500 pixels: refused under a limit of 100,000, before decoding.
+    output = tmp_path / "out.h5"
+    status = cli(IMAGES / "000456.jpg", "--output", output, "--max-image-pixels", "100000", detector_dir=detector_dir)
+    assert status == EXIT_IMAGES_FAILED
+    with FeatureStore(output) as store:
+        assert len(store) == 0
+        assert "187500 pixels exceeds max_image_pixels=100000" in store.errors()["000456"]
+    capsys.readouterr()
+    status = cli(IMAGES / "000456.jpg", "--output", output, "--resume", "--retry-failed", "--max-image-pixels", "0",
+                 detector_dir=detector_dir)  # fmt: skip
+    assert status == EXIT_OK  # 0: no limit
+    assert "000456" in FeatureStore(output)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Inputs and ids
 
@@ -383,6 +398,7 @@ def test_a_failed_write_exits_1_with_the_message(tmp_path, detector_dir, monkeyp
         ({"rule": "nms"}, "unknown rule 'nms'"),
         ({"num_boxes": "100-10"}, "num_boxes must be"),
         ({"id_from": "name"}, "id_from='name'"),
+        ({"max_image_pixels": -5}, "max_image_pixels=-5"),
     ],
 )
 def test_bad_options(tmp_path, detector_dir, options, message):

@@ -123,6 +123,23 @@ def test_resize_fast_equals_pillow_on_noise(in_size, out_size):
     np.testing.assert_array_equal(fast, resize_exact(noise, out_size))
 
 
+@pytest.mark.parametrize("vertical_first_rule", [True, False])
+def test_resize_fast_pass_orders_equal_pillow_one_axis_at_a_time(vertical_first_rule):
+    # A tall image shrunk mostly in height: Pillow 13 runs the vertical pass first, older Pillow the
+    # horizontal one. Pillow resizing one axis at a time runs exactly one pass each, in the order
+    # chosen here, so both orders are checked whichever Pillow is installed.
+    noise = np.random.default_rng(7).integers(0, 256, size=(300, 90, 3), dtype=np.uint8)
+    out_height, out_width = 100, 80
+    fast = resize_fast(to_chw(noise), (out_height, out_width), vertical_first_rule=vertical_first_rule)
+    if vertical_first_rule:
+        expected = resize_exact(resize_exact(noise, (out_height, 90)), (out_height, out_width))
+    else:
+        expected = resize_exact(resize_exact(noise, (300, out_width)), (out_height, out_width))
+    np.testing.assert_array_equal(fast.permute(1, 2, 0).numpy(), expected)
+    other = resize_fast(to_chw(noise), (out_height, out_width), vertical_first_rule=not vertical_first_rule)
+    assert not torch.equal(fast, other)  # the order matters for this image, so the check has teeth
+
+
 def test_resize_fast_on_a_batch_equals_one_by_one():
     generator = np.random.default_rng(0)
     batch = torch.from_numpy(generator.integers(0, 256, size=(2, 3, 40, 31), dtype=np.uint8))

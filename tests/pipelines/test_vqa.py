@@ -161,6 +161,12 @@ def test_precomputed_features_give_the_raw_image_answers(vqa, images, tmp_path):
         assert_same_answers(raw, vqa(image_id="image-5", store=store, question=QUESTION, top_k=7))
         several = vqa(image_id=["image-5", "image-5"], store=store, question=[QUESTION, "why?"], top_k=7)
         assert_same_answers(raw, several[0])
+    by_path = vqa(image_id="image-5", store=str(tmp_path / "features.h5"), question=QUESTION, top_k=7)
+    assert_same_answers(raw, by_path)
+    with pytest.raises(KeyError, match="image-6"):
+        vqa(image_id="image-6", store=tmp_path / "features.h5", question=QUESTION)
+    with pytest.raises(TypeError, match="store= must be a FeatureStore or the path of one, got int"):
+        vqa(image_id="image-5", store=42, question=QUESTION)
     given = vqa(features=regions.features, boxes=regions.normalized_boxes, question=QUESTION, top_k=7)
     assert_same_answers(raw, given)
 
@@ -301,3 +307,50 @@ def test_detector_and_model_feature_sizes_must_agree(vqa_dir, detector_dir):
     wide = LxmertForQuestionAnswering(type(model.config).from_dict({**model.config.to_dict(), "visual_feat_dim": 2048}))
     with pytest.raises(ValueError, match="256-d region features but the LXMERT model reads 2048-d"):
         pipeline("vqa", model=wide, detector=detector_dir, device="cpu")
+
+
+def test_empty_batches_give_empty_results(vqa):
+    assert vqa(image=[], question=QUESTION) == []
+    assert vqa([]) == []
+    assert vqa(image=[], question=[]) == []
+
+
+def test_tuples_of_dicts_and_numpy_top_k(vqa, images):
+    pairs = ({"image": str(images[0]), "question": QUESTION}, {"image": str(images[1]), "question": "why?"})
+    from_tuple = vqa(pairs, top_k=np.int64(2))
+    assert len(from_tuple) == 2 and all(len(answers) == 2 for answers in from_tuple)
+    assert_same_answers(vqa(list(pairs), top_k=2)[1], from_tuple[1])
+    with pytest.raises(ValueError, match="top_k must be an integer >= 1, got 2.0"):
+        vqa(image=str(images[0]), question=QUESTION, top_k=2.0)
+
+
+def test_url_schemes_are_case_insensitive(vqa):
+    with pytest.raises(ValueError, match="is a URL and this pipeline does not use the network"):
+        vqa(image="HTTPS://EXAMPLE.COM/cat.jpg", question=QUESTION)
+
+
+def test_objects_passed_in_move_to_the_pipelines_device_and_dtype(vqa_dir, detector_dir):
+    from extract import RegionFeatureExtractor
+
+    model = LxmertForQuestionAnswering.from_pretrained(vqa_dir)
+    extractor = RegionFeatureExtractor.from_pretrained(detector_dir)
+    # No device given: the objects' own device; dtype= applies to the model passed in too.
+    pipe = pipeline("vqa", model=model, detector=extractor, dtype="bfloat16")
+    assert pipe.device == torch.device("cpu") and extractor.device == torch.device("cpu")
+    assert next(pipe.model.parameters()).dtype == torch.bfloat16 and extractor.dtype == torch.bfloat16
+    assert extractor.resize == "exact"
+    assert pipeline("vqa", model=vqa_dir, detector=extractor, resize="fast").reader.extractor.resize == "fast"
+    assert pipeline("feature-extraction", detector=detector_dir, device="cpu").reader.extractor.resize == "exact"
+    with pytest.raises(ValueError, match="resize='pillow': expected one of exact, fast"):
+        pipeline("vqa", model=vqa_dir, detector=detector_dir, device="cpu", resize="pillow")
+    with pytest.raises(ValueError, match="device='gpu' is not a torch device"):
+        pipeline("vqa", model=vqa_dir, detector=detector_dir, device="gpu")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(vqa_dir, detector_dir, images, capsys):
+    with pytest.raises(ValueError, match="device 'cuda': CUDA is not available here"):
+        pipeline("vqa", model=vqa_dir, detector=detector_dir, device="cuda")
+    argv = ["ask", str(images[0]), QUESTION, "--model", str(vqa_dir), "--detector", str(detector_dir)]
+    assert cli_main([*argv, "--device", "cuda"]) == 2
+    assert "lxmert ask: error: device 'cuda': CUDA is not available here" in capsys.readouterr().err
