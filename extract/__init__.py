@@ -9,6 +9,8 @@ image -> `load_image` -> `preprocess` -> `VGDetector` (per-proposal outputs) -> 
 wires these and adds LXMERT's normalized boxes and the class names (`RegionFeatures`).
 """
 
+import importlib
+
 from .checkpoints import (
     CheckpointError,
     load_detectron2_checkpoint,
@@ -19,9 +21,7 @@ from .checkpoints import (
 from .config import ConfigError, DetectorConfig
 from .detector import VGDetector
 from .extractor import RegionFeatureExtractor, RegionFeatures
-from .hf_datasets import add_region_features
 from .images import ImageLoadError, load_image
-from .jobs import InputError, JobError, JobSummary, run_extraction
 from .labels import class_names
 from .preprocess import PreprocessedImage, preprocess
 from .selection import RULES, ImagePredictions, Regions, select_regions
@@ -36,6 +36,28 @@ from .store import (
     merge,
 )
 from .tsv import TSVFormatError, export_tsv, import_tsv, read_tsv, write_tsv
+
+# The job (and the datasets helper, which uses it) are imported on first use, so that
+# `python -m extract.jobs` (torchrun's form) runs the module without a copy already imported by the package.
+_LAZY = {
+    "InputError": "jobs",
+    "JobError": "jobs",
+    "JobSummary": "jobs",
+    "run_extraction": "jobs",
+    "add_region_features": "hf_datasets",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        module = importlib.import_module(f".{_LAZY[name]}", __name__)
+        return getattr(module, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
 
 __all__ = [
     "RULES",

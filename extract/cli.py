@@ -148,6 +148,7 @@ def build_subcommand_parser(command: str) -> argparse.ArgumentParser:
         parser.description = "Write a feature store as an LXMERT TSV file."
         parser.add_argument("store", metavar="STORE")
         parser.add_argument("--output", "-o", required=True, metavar="FILE.tsv")
+        parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE.tsv")
     return parser
 
 
@@ -287,8 +288,19 @@ def _tsv_import(args: argparse.Namespace) -> int:
 
 
 def _tsv_export(args: argparse.Namespace) -> int:
+    from .store import FeatureStore
     from .tsv import export_tsv
 
+    if Path(args.output).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    with FeatureStore(args.store) as store:
+        feature_dtype = store.feature_dtype
+    if feature_dtype == "float16":
+        print(
+            f"{PROG} tsv-export: note: {args.store} keeps float16 features; the TSV holds them as float32, with "
+            "the float16 rounding (a store imported as float32 gives the original file back byte for byte)",
+            file=sys.stderr,
+        )
     count = export_tsv(args.store, args.output)
     print(f"{PROG} tsv-export: {count} images -> {args.output}")
     return EXIT_OK

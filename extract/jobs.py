@@ -618,11 +618,19 @@ def _check_options(rule, dtype, feature_dtype, batch_size, num_workers, resume, 
 
 def _job_device(device: str | torch.device | None, launch: Launch | None) -> torch.device:
     """The device asked for (default: cuda when available); under torchrun "cuda" is cuda:LOCAL_RANK."""
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if launch is not None and device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", launch.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    try:
+        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"device={str(device)!r} is not a torch device: {error}") from None
+    if device.type != "cuda":
+        return device
+    if not torch.cuda.is_available():
+        raise InputError(f"device {str(device)!r}: CUDA is not available here (torch.cuda.is_available() is False)")
+    if device.index is None:
+        device = torch.device("cuda", launch.local_rank if launch is not None else torch.cuda.current_device())
+    if device.index >= torch.cuda.device_count():
+        raise InputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    torch.cuda.set_device(device)
     return device
 
 

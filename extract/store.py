@@ -156,12 +156,29 @@ def library_version() -> str:
 # Reading
 
 
+def _open_for_writing_here(path: Path) -> bool:
+    """Whether this process has ``path`` open in HDF5 for writing."""
+    for file_id in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            if file_id.get_intent() & h5py.h5f.ACC_RDWR and os.path.samefile(os.fsdecode(file_id.name), path):
+                return True
+        except (OSError, ValueError):  # a file id closed meanwhile, or a file since removed
+            continue
+    return False
+
+
 def _open_store(path: Path, mode: str) -> h5py.File:
     """Open and check the layout name and version; errors name the file."""
     if not path.exists():
         raise FileNotFoundError(f"feature store {path} does not exist")
     if not h5py.is_hdf5(path):
         raise StoreError(f"{path} is not an HDF5 file, so not a feature store (made by extract.StoreWriter)")
+    if mode == "r" and _open_for_writing_here(path):
+        # HDF5 would hand the reader the writer's file, still open for writing after the writer closes.
+        raise StoreError(
+            f"{path} is open for writing in this process (a StoreWriter); HDF5 cannot open a file for reading "
+            "and for writing at once: close the writer first"
+        )
     try:
         # No chunk cache: a chunk is bigger than one image's share of it, and HDF5 then reads (and writes)
         # just the rows asked for, straight to and from the file (faster random reads, see the docs; and a

@@ -33,9 +33,14 @@ ACTIVATIONS = (
 _DERIVED_KEYS = ("model_type", "num_labels", "transformers_version", "num_hidden_layers")
 
 
-@dataclass
+@dataclass(init=False)
 class LxmertConfig:
-    """Hyper-parameters of LXMERT; defaults are those of `unc-nlp/lxmert-base-uncased`."""
+    """Hyper-parameters of LXMERT; defaults are those of `unc-nlp/lxmert-base-uncased`.
+
+    Like transformers' configs, the constructor takes keywords it does not know (kept in `extra` and
+    written back to config.json); `label2id` gives `id2label` when that is not given; the keys every
+    transformers config.json carries (model_type, num_labels, ...) are accepted and re-derived.
+    """
 
     vocab_size: int = 30522
     hidden_size: int = 768
@@ -70,6 +75,33 @@ class LxmertConfig:
     id2label: dict[int, str] | None = None
     architectures: list[str] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        names = [f.name for f in dataclasses.fields(self)]
+        if len(args) > len(names):
+            raise TypeError(f"LxmertConfig takes at most {len(names)} positional arguments, got {len(args)}")
+        for name, value in zip(names, args, strict=False):
+            if name in kwargs:
+                raise TypeError(f"LxmertConfig got two values for {name!r}")
+            kwargs[name] = value
+        extra = dict(kwargs.pop("extra", None) or {})
+        label2id = kwargs.pop("label2id", None)
+        if label2id and kwargs.get("id2label") is None:
+            kwargs["id2label"] = {int(i): label for label, i in label2id.items()}
+        for key in [k for k in kwargs if k not in names]:
+            value = kwargs.pop(key)
+            if key not in _DERIVED_KEYS:
+                extra[key] = value
+        for f in dataclasses.fields(self):
+            if f.name in kwargs:
+                value = kwargs[f.name]
+            elif f.default_factory is not dataclasses.MISSING:
+                value = f.default_factory()
+            else:
+                value = f.default
+            object.__setattr__(self, f.name, value)
+        self.extra = extra
+        self.__post_init__()
 
     def __post_init__(self) -> None:
         if self.id2label is not None:

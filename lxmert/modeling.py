@@ -658,11 +658,14 @@ def check_inputs(
     if input_ids is None and inputs_embeds is None:
         raise ValueError("pass input_ids (B, L) or inputs_embeds (B, L, hidden_size): got neither")
     if visual_feats is None or visual_pos is None:
-        missing = "visual_feats" if visual_feats is None else "visual_pos"
-        present = "visual_pos" if visual_feats is None else "visual_feats"
+        if visual_feats is None and visual_pos is None:
+            missing, got = "visual_feats and visual_pos are", ""
+        else:
+            missing = "visual_feats is" if visual_feats is None else "visual_pos is"
+            got = " (got only visual_pos)" if visual_feats is None else " (got only visual_feats)"
         raise ValueError(
-            f"{missing} is missing: LXMERT needs both visual_feats (B, N, {config.visual_feat_dim}) and "
-            f"visual_pos (B, N, {config.visual_pos_dim})" + ("" if present is None else f" (got only {present})")
+            f"{missing} missing: LXMERT needs both visual_feats (B, N, {config.visual_feat_dim}) and "
+            f"visual_pos (B, N, {config.visual_pos_dim}){got}"
         )
     if input_ids is not None:
         if input_ids.dim() != 2:

@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
+import torch
 
 from extract.cli import EXIT_ERROR, EXIT_IMAGES_FAILED, EXIT_OK, main
 from extract.jobs import (
@@ -406,6 +409,48 @@ def test_bad_options(tmp_path, detector_dir, options, message):
         job(IMAGES / "input.jpg", tmp_path / "o.h5", detector_dir, **options)
 
 
+def test_job_devices(monkeypatch):
+    from extract.jobs import Launch, _job_device
+
+    if not torch.cuda.is_available():
+        assert _job_device(None, None) == torch.device("cpu")
+    assert _job_device("cpu", None) == torch.device("cpu")
+    with pytest.raises(InputError, match="device='tpu0' is not a torch device"):
+        _job_device("tpu0", None)
+    # A machine with two GPUs, simulated: "cuda" means the current device, or the rank's under torchrun.
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    assert _job_device("cuda", None) == torch.device("cuda", 0)
+    assert _job_device(None, None) == torch.device("cuda", 0)
+    assert _job_device("cuda", Launch(rank=3, world_size=4, local_rank=1)) == torch.device("cuda", 1)
+    assert _job_device("cuda:1", None) == torch.device("cuda", 1)
+    assert chosen == [torch.device("cuda", i) for i in (0, 0, 1, 1)]
+    with pytest.raises(InputError, match="device 'cuda:2': this machine has 2 CUDA device"):
+        _job_device("cuda:2", None)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(InputError, match="device 'cuda': CUDA is not available here"):
+        _job_device("cuda", None)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error on a machine without CUDA")
+def test_cuda_without_cuda_exits_1_with_the_message(tmp_path, detector_dir, capsys):
+    argv = [str(IMAGES / "input.jpg"), "--output", str(tmp_path / "o.h5"), "--detector", str(detector_dir), "-q"]
+    assert main([*argv, "--device", "cuda"]) == EXIT_ERROR
+    assert "lxmert-extract: error: device 'cuda': CUDA is not available here" in capsys.readouterr().err
+
+
+def test_the_module_form_runs_without_warnings():
+    # torchrun -m extract.jobs: the package must not have imported the module before it runs as __main__.
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-m", "extract.jobs", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: lxmert-extract") and not done.stderr
+
+
 def test_command_line_usage_errors(tmp_path, detector_dir, capsys):
     with pytest.raises(SystemExit) as raised:
         main(["--help"])
@@ -426,3 +471,16 @@ def test_tsv_import_and_export_commands(tmp_path, capsys):
     assert main(["tsv-import", str(tsv), "--output", str(tmp_path / "a.h5"), "--num-boxes", "10-100"]) == EXIT_OK
     assert FeatureStore(tmp_path / "a.h5").metadata.num_boxes == "10-100"
     assert "tsv-import: 10 images" in capsys.readouterr().out
+    # An existing TSV is kept unless --overwrite.
+    tsv_out = tmp_path / "t.tsv"
+    tsv_out.write_text("keep me")
+    assert main(["tsv-export", str(tmp_path / "t.h5"), "--output", str(tsv_out)]) == EXIT_ERROR
+    assert "t.tsv already exists; pass --overwrite" in capsys.readouterr().err and tsv_out.read_text() == "keep me"
+    assert main(["tsv-export", str(tmp_path / "t.h5"), "--output", str(tsv_out), "--overwrite"]) == EXIT_OK
+    assert tsv_out.read_bytes() == tsv.read_bytes()
+    # A float16 store exports with a note that the features went through float16.
+    half = tmp_path / "half.h5"
+    assert main(["tsv-import", str(tsv), "--output", str(half), "--feature-dtype", "float16"]) == EXIT_OK
+    capsys.readouterr()
+    assert main(["tsv-export", str(half), "--output", str(tmp_path / "half.tsv")]) == EXIT_OK
+    assert "keeps float16 features" in capsys.readouterr().err

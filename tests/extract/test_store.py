@@ -489,6 +489,19 @@ def test_writing_a_store_open_for_reading_in_this_process_gives_a_clear_error(tm
     StoreWriter(path, metadata=metadata(), resume=True).close()
 
 
+def test_reading_a_store_open_for_writing_in_this_process_gives_a_clear_error(tmp_path):
+    path = write_store(tmp_path / "s.h5", [record(0)])
+    with StoreWriter(path, metadata=metadata(), resume=True) as writer:
+        with pytest.raises(StoreError, match=r"s\.h5 is open for writing in this process .*close the writer first"):
+            FeatureStore(path)
+        writer.append([record(1)])
+    with FeatureStore(path) as store:  # once the writer is closed
+        assert len(store) == 2
+    # The lock HDF5 takes for writing is gone: another process can read the store.
+    code = f"from extract.store import FeatureStore; print(len(FeatureStore({str(path)!r})))"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "2\n"
+
+
 # ---------------------------------------------------------------------------------------------------
 # Failed writes (disk full)
 
@@ -516,10 +529,10 @@ def test_failed_write_keeps_committed_records_and_the_store_usable(tmp_path, mon
         with pytest.raises(OSError, match="No space left on device"):
             writer.append([record(i) for i in range(4, 8)])
     assert len(writer) == 4 and record(5)["id"] not in writer
-    with FeatureStore(path) as store:  # what is on disk: the committed records only
-        assert store.ids() == [record(i)["id"] for i in range(4)]
     writer.append([record(i) for i in range(4, 6)])  # space is back: the same writer goes on
     writer.close()
+    with FeatureStore(path) as store:  # on disk: the committed records only, nothing of the failed batch
+        assert store.ids() == [record(i)["id"] for i in range(6)]
     with StoreWriter(path, metadata=metadata(), resume=True) as resumed:  # and so does a resumed one
         resumed.append([record(i) for i in range(6, 8)])
     with FeatureStore(path) as store:

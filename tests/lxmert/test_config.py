@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -160,3 +161,23 @@ def test_missing_config_file(tmp_path):
 def test_unknown_attribute_is_an_attribute_error():
     with pytest.raises(AttributeError, match="no attribute 'hiden_size'"):
         LxmertConfig().hiden_size  # noqa: B018
+
+
+def test_constructor_takes_unknown_keys_and_label2id_like_transformers(tmp_path):
+    ours = LxmertConfig(
+        num_qa_labels=2, label2id={"yes": 0, "no": 1}, my_note="kept", num_labels=2, transformers_version="4.0"
+    )
+    assert ours.id2label == {0: "yes", 1: "no"} and ours.label2id == {"yes": 0, "no": 1}
+    assert ours.my_note == "kept" and ours.extra == {"my_note": "kept"}
+    theirs = transformers.LxmertConfig(num_qa_labels=2, label2id={"yes": 0, "no": 1}, my_note="kept")
+    assert theirs.my_note == "kept"
+    ours.save_pretrained(tmp_path)
+    loaded = transformers.LxmertConfig.from_pretrained(tmp_path)
+    assert loaded.my_note == "kept" and loaded.label2id == {"yes": 0, "no": 1}
+    assert LxmertConfig.from_pretrained(tmp_path) == ours
+    assert dataclasses.replace(ours, hidden_size=96).extra == {"my_note": "kept"}
+    assert LxmertConfig(1000).vocab_size == 1000  # positional, in field order, like transformers
+    with pytest.raises(TypeError, match="two values for 'vocab_size'"):
+        LxmertConfig(1000, vocab_size=10)
+    with pytest.raises(ValueError, match="hidden_size \\(10\\) is not divisible"):
+        LxmertConfig(hidden_size=10, num_attention_heads=3, some_key=1)

@@ -245,7 +245,8 @@ def test_missing_visual_target(tools):
     "change, message",
     [
         (lambda i: i.pop("visual_pos"), "visual_pos is missing"),
-        (lambda i: i.pop("visual_feats"), "visual_feats is missing"),
+        (lambda i: i.pop("visual_feats"), r"visual_feats is missing.*\(got only visual_pos\)"),
+        (lambda i: (i.pop("visual_feats"), i.pop("visual_pos")), "visual_feats and visual_pos are missing"),
         (lambda i: i.update(visual_pos=i["visual_pos"][:, :4]), r"visual_pos has 4 boxes .* visual_feats has 5"),
         (lambda i: i.update(visual_pos=i["visual_pos"][:2]), r"visual_pos has 5 boxes for 2 images"),
         (lambda i: i.update(visual_feats=torch.zeros(3, 5, 2048)), r"visual_feats must be \(batch, boxes, 24\)"),
