@@ -11,7 +11,7 @@ On the real test images (tests/fixtures/images):
 
     python benchmarks/bench_extract.py                  # CPU, torch's thread count
     python benchmarks/bench_extract.py --threads 2
-    python benchmarks/bench_extract.py --device cuda    # adds the GPU rows where a GPU is present
+    python benchmarks/bench_extract.py --device cuda    # the same tables on the GPU
 """
 
 from __future__ import annotations

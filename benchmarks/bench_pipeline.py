@@ -48,7 +48,10 @@ def stages(vqa, image: Path, device: torch.device) -> dict[str, float]:
     times = {}
     pixels, times["decode"] = clock(lambda: load_image(image), device)
     item, times["preprocess"] = clock(
-        lambda: preprocess(pixels, min_size=cfg.min_size_test, max_size=cfg.max_size_test, device=device), device
+        lambda: preprocess(
+            pixels, min_size=cfg.min_size_test, max_size=cfg.max_size_test, resize=extractor.resize, device=device
+        ),
+        device,
     )
     regions, times["detector"] = clock(lambda: extractor.detector.detect([item])[0], device)
 
@@ -96,7 +99,9 @@ def main() -> None:
     device = torch.device(args.device)
 
     torch.manual_seed(0)
-    extractor = RegionFeatureExtractor(VGDetector(DetectorConfig()), device=device)
+    # The pipeline's own default: resize on the device on a GPU, with Pillow on the CPU.
+    resize = "fast" if device.type == "cuda" else "exact"
+    extractor = RegionFeatureExtractor(VGDetector(DetectorConfig()), device=device, resize=resize)
     answers = load_answers("vqa")
     model = LxmertForQuestionAnswering(LxmertConfig(num_qa_labels=len(answers), id2label=dict(enumerate(answers))))
     vqa = pipeline("vqa", model=model, detector=extractor, tokenizer=LxmertTokenizerFast(), device=device)

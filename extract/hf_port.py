@@ -4,7 +4,7 @@ transformers' research demo (examples/research_projects/lxmert: processing_image
 checkpoint `unc-nlp/frcnn-vg-finetuned`) runs the same network as detectron2 but feeds it and reads
 it differently. `port_preprocess` and `select_port` do what it does, so that features made with the
 port can be reproduced (tests/extract/test_hf_port.py compares with the port's own outputs). Both
-differ from how the network was trained and from how LXMERT's features were made (spec/frcnn.md
+differ from how the network was trained and from how LXMERT's features were made (docs/spec/frcnn.md
 section 8): use `extract.preprocess.preprocess` and the "caffe" rule unless you need the port's numbers.
 
 Preprocessing, as the port treats a local image file:

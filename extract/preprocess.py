@@ -2,7 +2,7 @@
 
 ``preprocess`` = ``output_size`` (ResizeShortestEdge) -> resize (Pillow's bilinear filter on the
 uint8 image) -> ``normalize`` (RGB -> BGR, minus the BGR pixel mean, divided by the std); see
-spec/frcnn.md section 2. There is no batching or padding here: the detector runs every image at
+docs/spec/frcnn.md section 2. There is no batching or padding here: the detector runs every image at
 its own size, so padding never leaks into features.
 
 Two resizes, one result. ``resize_exact`` calls Pillow on the CPU, which is what detectron2 does.

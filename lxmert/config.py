@@ -29,7 +29,8 @@ ACTIVATIONS = (
 )
 
 # Keys that transformers' PretrainedConfig writes into every config.json. They say nothing about the
-# architecture; they are accepted, kept out of `extra`, and re-derived when saving.
+# architecture; they are accepted and kept out of `extra`; to_dict writes model_type (and
+# num_hidden_layers) again and leaves the others out (transformers derives num_labels from id2label).
 _DERIVED_KEYS = ("model_type", "num_labels", "transformers_version", "num_hidden_layers")
 
 
@@ -39,7 +40,7 @@ class LxmertConfig:
 
     Like transformers' configs, the constructor takes keywords it does not know (kept in `extra` and
     written back to config.json); `label2id` gives `id2label` when that is not given; the keys every
-    transformers config.json carries (model_type, num_labels, ...) are accepted and re-derived.
+    transformers config.json carries (model_type, num_labels, ...) are accepted and not kept.
     """
 
     vocab_size: int = 30522

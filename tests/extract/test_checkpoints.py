@@ -31,6 +31,7 @@ from extract.config import ConfigError, DetectorConfig
 from extract.detector import VGDetector
 
 TINY = Path(__file__).resolve().parents[1] / "fixtures" / "detectron2-vg-tiny"
+KEY_LIST = Path(__file__).resolve().parents[1] / "fixtures" / "detectron2-vg-r101-keys.txt"
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +40,9 @@ def tiny_config():
 
 
 def test_full_model_has_detectron2_names_and_shapes():
-    # ../shared/spec/detectron2-vg-r101-keys.txt lists 535 tensors: 470 backbone, 6 RPN head, 50 res5,
-    # 9 box predictor. Built on the meta device: no memory, no initialization.
+    # tests/fixtures/detectron2-vg-r101-keys.txt (from the project's spec) lists the 535 tensors of the
+    # full model: 470 backbone, 6 RPN head, 50 res5, 9 box predictor. Built on the meta device: no
+    # memory, no initialization.
     with torch.device("meta"):
         model = VGDetector(DetectorConfig())
     shapes = {name: tuple(t.shape) for name, t in model.state_dict().items()}
@@ -74,6 +76,17 @@ def test_full_model_has_detectron2_names_and_shapes():
         for layer in ("cls_score", "bbox_pred", "fc_attr", "attr_score")
         for kind in ("weight", "bias")
     } | {"roi_heads.box_predictor.cls_embedding.weight"}
+
+
+def test_full_model_equals_the_spec_key_list():
+    listed = {}
+    for line in KEY_LIST.read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, shape = line.split(" ", 1)
+            listed[name] = tuple(int(n) for n in re.findall(r"\d+", shape))
+    with torch.device("meta"):
+        model = VGDetector(DetectorConfig())
+    assert {name: tuple(t.shape) for name, t in model.state_dict().items()} == listed
 
 
 def test_reads_the_fixture_checkpoint(tiny_config):
