@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 import traceback
 
@@ -83,7 +84,10 @@ def stop_at(kind: str, occurrence: int) -> None:
     def tick(event: str) -> None:
         seen[event] += 1
         if event == kind and seen[event] == occurrence:
-            os.kill(os.getpid(), signal.SIGSTOP)
+            # Aimed at this thread, the stop takes effect on return from the call; the wait makes sure
+            # nothing past the point runs before the parent's SIGKILL.
+            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
+            threading.Event().wait()
 
     def wrap(function, event):
         def wrapper(*args, **kwargs):
