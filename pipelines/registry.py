@@ -29,6 +29,7 @@ from .matching import ImageTextMatchingPipeline
 from .vqa import VisualQuestionAnsweringPipeline
 
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
+_UNSET = object()  # max_image_pixels not given: the extractor's own (Pillow's limit for a new one)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,7 @@ def pipeline(
     *,
     allow_network: bool = False,
     resize: str | None = None,
+    max_image_pixels: int | None | object = _UNSET,
     **options: Any,
 ):
     """Build the pipeline of `task` (see the table in this module's docstring).
@@ -82,6 +84,8 @@ def pipeline(
     detector pass and (image, text) pairs per LXMERT pass. allow_network: let images be URLs. resize:
     "exact" (Pillow on the CPU) or "fast" (the same pixels, computed on the device); default "fast" on a
     GPU, "exact" on the CPU (a detector object passed in keeps its own unless resize= is given).
+    max_image_pixels: the decompression-bomb guard of image files and bytes (default: Pillow's limit;
+    None: no limit; a detector object passed in keeps its own unless this is given).
     options: task options, e.g. score_function="softmax" for "vqa".
     """
     name = ALIASES.get(task, task)
@@ -93,7 +97,8 @@ def pipeline(
     dtype = _dtype(dtype)
     if resize is not None and resize not in RESIZES:
         raise ValueError(f"resize={resize!r}: expected one of {', '.join(RESIZES)}")
-    reader = ImageReader(_extractor(detector, device, dtype, resize), allow_network=allow_network)
+    extractor = _extractor(detector, device, dtype, resize, max_image_pixels)
+    reader = ImageReader(extractor, allow_network=allow_network)
     batch = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if spec.model_class is None:
         if model is not None:
@@ -138,7 +143,12 @@ def _parameter_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu") if parameter is None else parameter.device
 
 
-def _extractor(detector, device: torch.device, dtype: torch.dtype | None, resize: str | None) -> RegionFeatureExtractor:
+def _extractor(
+    detector, device: torch.device, dtype: torch.dtype | None, resize: str | None, max_image_pixels
+) -> RegionFeatureExtractor:
+    if max_image_pixels is not _UNSET and max_image_pixels is not None:
+        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
+            raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
     if isinstance(detector, RegionFeatureExtractor):
         # Moved like a model passed in: the chain runs on one device.
         detector.detector.to(device)
@@ -146,11 +156,14 @@ def _extractor(detector, device: torch.device, dtype: torch.dtype | None, resize
             detector.detector.set_compute_dtype(dtype)
         if resize is not None:
             detector.resize = resize
+        if max_image_pixels is not _UNSET:
+            detector.max_image_pixels = max_image_pixels
         return detector
     source = DEFAULT_DETECTOR if detector is None else detector
     if resize is None:
         resize = "fast" if device.type == "cuda" else "exact"
-    return RegionFeatureExtractor.from_pretrained(source, device=device, dtype=dtype, resize=resize)
+    limit = {} if max_image_pixels is _UNSET else {"max_image_pixels": max_image_pixels}
+    return RegionFeatureExtractor.from_pretrained(source, device=device, dtype=dtype, resize=resize, **limit)
 
 
 def _model(spec: Task, model, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:

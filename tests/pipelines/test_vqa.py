@@ -354,3 +354,15 @@ def test_cuda_without_cuda_is_a_clear_error(vqa_dir, detector_dir, images, capsy
     argv = ["ask", str(images[0]), QUESTION, "--model", str(vqa_dir), "--detector", str(detector_dir)]
     assert cli_main([*argv, "--device", "cuda"]) == 2
     assert "lxmert ask: error: device 'cuda': CUDA is not available here" in capsys.readouterr().err
+
+
+def test_max_image_pixels_reaches_the_detector(vqa_dir, detector_dir, images):
+    guarded = pipeline("vqa", model=vqa_dir, detector=detector_dir, device="cpu", max_image_pixels=1000)
+    with pytest.raises(ImageLoadError, match="exceeds max_image_pixels=1000"):
+        guarded(image=str(images[0]), question=QUESTION)
+    assert pipeline("vqa", model=vqa_dir, detector=guarded.reader.extractor).reader.extractor.max_image_pixels == 1000
+    unlimited = pipeline("vqa", model=vqa_dir, detector=guarded.reader.extractor, max_image_pixels=None)
+    assert unlimited.reader.extractor.max_image_pixels is None
+    assert len(unlimited(image=str(images[0]), question=QUESTION)) == 5
+    with pytest.raises(ValueError, match="max_image_pixels=0: expected None"):
+        pipeline("vqa", model=vqa_dir, detector=detector_dir, device="cpu", max_image_pixels=0)
