@@ -40,6 +40,23 @@ from .selection import RULES, Regions, parse_num_boxes
 RESIZES = ("exact", "fast")
 
 
+def resolve_device(device: torch.device | str | None) -> torch.device:
+    """``device`` as a torch.device (None: CUDA when available, else the CPU). ValueError, naming it, for a
+    device that is not a torch device or is not on this machine (CUDA without CUDA, a missing GPU index)."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={str(device)!r} is not a torch device: {error}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available here (torch.cuda.is_available() is False)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
 @dataclass
 class RegionFeatures(Regions):
     """The regions of one image (`Regions`: boxes in original pixels, features, ids, scores) with
@@ -118,7 +135,7 @@ class RegionFeatureExtractor:
         # DetectorConfig checks the sizes; the extractor's config is the detector's with its input sizes.
         self.config = dataclasses.replace(config, min_size_test=min_size, max_size_test=max_size)
         if device is not None:
-            detector.to(device)
+            detector.to(resolve_device(device))
         if dtype is not None:
             detector.set_compute_dtype(dtype)
         self.detector = detector.eval()
@@ -150,7 +167,7 @@ class RegionFeatureExtractor:
         detector = VGDetector.from_pretrained(
             name_or_path,
             config=config,
-            device=device,
+            device=None if device is None else resolve_device(device),  # checked before loading
             dtype=dtype,
             revision=revision,
             cache_dir=cache_dir,

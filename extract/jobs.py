@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoints import locate_checkpoint
-from .extractor import RegionFeatureExtractor, RegionFeatures
+from .extractor import RegionFeatureExtractor, RegionFeatures, resolve_device
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .preprocess import output_size
 from .selection import RULES, parse_num_boxes
@@ -364,7 +364,7 @@ def load_extractor(
     to Pillow's, and off the main process's CPU) and the SHA-256 of the weights file it was loaded from."""
     if dtype not in COMPUTE_DTYPES:
         raise InputError(f"dtype={dtype!r}: expected one of {', '.join(COMPUTE_DTYPES)}")
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(device)
     weights, _ = locate_checkpoint(detector, {}, need_config=False)
     extractor = RegionFeatureExtractor.from_pretrained(
         detector, device=device, dtype=COMPUTE_DTYPES[dtype], resize="exact" if device.type == "cpu" else "fast"
@@ -619,18 +619,14 @@ def _check_options(rule, dtype, feature_dtype, batch_size, num_workers, resume, 
 def _job_device(device: str | torch.device | None, launch: Launch | None) -> torch.device:
     """The device asked for (default: cuda when available); under torchrun "cuda" is cuda:LOCAL_RANK."""
     try:
-        device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    except (RuntimeError, TypeError) as error:
-        raise InputError(f"device={str(device)!r} is not a torch device: {error}") from None
-    if device.type != "cuda":
-        return device
-    if not torch.cuda.is_available():
-        raise InputError(f"device {str(device)!r}: CUDA is not available here (torch.cuda.is_available() is False)")
-    if device.index is None:
-        device = torch.device("cuda", launch.local_rank if launch is not None else torch.cuda.current_device())
-    if device.index >= torch.cuda.device_count():
-        raise InputError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    torch.cuda.set_device(device)
+        device = resolve_device(device)
+        if device.type == "cuda" and device.index is None:
+            index = launch.local_rank if launch is not None else torch.cuda.current_device()
+            device = resolve_device(torch.device("cuda", index))
+    except ValueError as error:
+        raise InputError(str(error)) from None
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
     return device
 
 

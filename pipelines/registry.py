@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from extract import RegionFeatureExtractor
-from extract.extractor import RESIZES
+from extract.extractor import RESIZES, resolve_device
 from lxmert import LxmertForPreTraining, LxmertForQuestionAnswering, LxmertTokenizerFast
 
 from .base import DEFAULT_BATCH_SIZE, ImageReader
@@ -125,17 +125,7 @@ def _device(device: torch.device | str | None, model, detector) -> torch.device:
             return _parameter_device(model)
         if isinstance(detector, RegionFeatureExtractor):
             return detector.device
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device={device!r} is not a torch device: {error}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: CUDA is not available here (torch.cuda.is_available() is False)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
+    return resolve_device(device)
 
 
 def _parameter_device(module: torch.nn.Module) -> torch.device:

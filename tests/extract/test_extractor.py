@@ -425,6 +425,13 @@ def test_constructor_arguments(tiny_detector):
     assert tiny_detector.config.min_size_test == 600  # the detector's own config is left alone
     assert extractor.device == torch.device("cpu") and extractor.dtype == torch.float32
     assert "resize='exact'" in repr(extractor) and "classes=400" in repr(extractor)
+    with pytest.raises(ValueError, match="device='gpu' is not a torch device"):
+        RegionFeatureExtractor(tiny_detector, device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda': CUDA is not available here"):
+            RegionFeatureExtractor(tiny_detector, device="cuda")
+        with pytest.raises(ValueError, match="device 'cuda:0': CUDA is not available here"):
+            RegionFeatureExtractor.from_pretrained(TINY, device="cuda:0")
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -8,7 +8,6 @@ extractor run on the same images; a batch of same-size images differs from one-b
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +29,8 @@ TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
-def extractor(tmp_path_factory) -> RegionFeatureExtractor:
-    from extract.checkpoints import load_pretrained, save_pretrained
-
-    config, state_dict = load_pretrained(FIXTURES / "detectron2-vg-tiny")
-    config = dataclasses.replace(config, min_size_test=300, max_size_test=500, rpn_post_nms_topk_test=100)
-    folder = tmp_path_factory.mktemp("detector")
-    save_pretrained(config, state_dict, folder)
-    return RegionFeatureExtractor.from_pretrained(folder)
-
-
-@pytest.fixture(scope="module")
-def detector_dir(extractor, tmp_path_factory) -> Path:
-    folder = tmp_path_factory.mktemp("detector-copy")
-    extractor.save_pretrained(folder)
-    return folder
+def extractor(detector_dir) -> RegionFeatureExtractor:
+    return RegionFeatureExtractor.from_pretrained(detector_dir)
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,12 @@
 it writes against the extractor, resume, shards, the error table, exit statuses and bad input.
 
 The detector is the tiny fixture in a cheaper setting (short side 300, long side 500, 100 proposals), as in
-tests/pipelines/conftest.py. A job batches images of one size together, which changes features by a few
+tests/conftest.py (detector_dir). A job batches images of one size together, which changes features by a few
 1e-6 against one-by-one runs at this size (extract.detector), hence the tolerance of the comparisons.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import subprocess
 import sys
@@ -36,17 +35,6 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 IMAGES = FIXTURES / "images"
 NAMES = ("000456", "000542", "input")  # the job's images: two of one size, one of another
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
-
-
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory) -> Path:
-    from extract.checkpoints import load_pretrained, save_pretrained
-
-    config, state_dict = load_pretrained(FIXTURES / "detectron2-vg-tiny")
-    config = dataclasses.replace(config, min_size_test=300, max_size_test=500, rpn_post_nms_topk_test=100)
-    folder = tmp_path_factory.mktemp("detector")
-    save_pretrained(config, state_dict, folder)
-    return folder
 
 
 @pytest.fixture(scope="module")

@@ -61,10 +61,12 @@ def job_arguments(images: Path, output: Path, detector: Path) -> list[str]:
 def install_stops(kind: str, occurrence: int, delay: float) -> None:
     """In the child: SIGSTOP itself just before its ``occurrence``-th event of ``kind`` (for "timer": a
     SIGKILL ``delay`` seconds after the ``occurrence``-th detector call starts)."""
+    from crash_points import before, count_h5py_calls, stop_this_thread
+
     from extract.extractor import RegionFeatureExtractor
 
     seen: dict[str, int] = {}
-    lock = threading.Lock()
+    lock = threading.Lock()  # the job commits on a writer thread while the main thread detects
 
     def tick(event: str) -> None:
         with lock:
@@ -73,44 +75,10 @@ def install_stops(kind: str, occurrence: int, delay: float) -> None:
         if hit and kind == "timer":
             threading.Timer(delay, os.kill, (os.getpid(), signal.SIGKILL)).start()
         elif hit:
-            # SIGSTOP aimed at this very thread stops it on return from the call (a signal to the process
-            # may first let this thread run on, past the point); and should the stop still come late, the
-            # thread waits here: it never gets past the point before the parent's SIGKILL.
-            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
-            threading.Event().wait()
+            stop_this_thread()
 
-    def wrap(function, event):
-        def wrapper(*args, **kwargs):
-            tick(event)
-            return function(*args, **kwargs)
-
-        return wrapper
-
-    write = h5py.Dataset.__setitem__
-
-    def split_write(dataset, key, values):
-        tick("write")
-        if isinstance(key, slice) and isinstance(values, np.ndarray) and len(values) > 1:
-            half = key.start + len(values) // 2
-            write(dataset, slice(key.start, half), values[: half - key.start])
-            tick("half-written")
-            write(dataset, slice(half, key.stop), values[half - key.start :])
-        else:
-            write(dataset, key, values)
-
-    h5py.Dataset.__setitem__ = split_write
-    h5py.Dataset.resize = wrap(h5py.Dataset.resize, "resize")
-    h5py.File.flush = wrap(h5py.File.flush, "flush")
-    modify = h5py.AttributeManager.modify
-
-    def counted_modify(attributes, name, value):
-        tick("attribute")
-        if name.startswith("committed_"):
-            tick("commit")
-        return modify(attributes, name, value)
-
-    h5py.AttributeManager.modify = counted_modify
-    RegionFeatureExtractor.__call__ = wrap(RegionFeatureExtractor.__call__, "timer")
+    count_h5py_calls(tick)
+    RegionFeatureExtractor.__call__ = before(RegionFeatureExtractor.__call__, lambda: tick("timer"))
 
 
 def run_job(arguments: list[str], log: Path, *, stop: str | None = None, kill_after: float | None = None) -> str:

@@ -10,9 +10,9 @@ The job runs in a forked child (a real process, really killed with SIGKILL). Two
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
-import threading
 import time
 import traceback
 
@@ -74,44 +74,18 @@ def run_job(path) -> None:
 
 
 def stop_at(kind: str, occurrence: int) -> None:
-    """In the child: SIGSTOP itself just before its ``occurrence``-th h5py call of ``kind``.
+    """In the child: SIGSTOP itself just before its ``occurrence``-th h5py call of ``kind`` (one of
+    KILL_KINDS; see crash_points.py)."""
+    from crash_points import count_h5py_calls, stop_this_thread
 
-    Kinds: "resize" (a dataset grows), "write" (a column write starts), "half-written" (half
-    of a column is written, the rest not), "flush", "attribute" (the committed count changes).
-    """
-    seen = dict.fromkeys(KILL_KINDS, 0)
+    seen: collections.Counter[str] = collections.Counter()
 
     def tick(event: str) -> None:
         seen[event] += 1
         if event == kind and seen[event] == occurrence:
-            # Aimed at this thread, the stop takes effect on return from the call; the wait makes sure
-            # nothing past the point runs before the parent's SIGKILL.
-            signal.pthread_kill(threading.get_ident(), signal.SIGSTOP)
-            threading.Event().wait()
+            stop_this_thread()
 
-    def wrap(function, event):
-        def wrapper(*args, **kwargs):
-            tick(event)
-            return function(*args, **kwargs)
-
-        return wrapper
-
-    write = h5py.Dataset.__setitem__
-
-    def split_write(dataset, key, values):
-        tick("write")
-        if isinstance(key, slice) and isinstance(values, np.ndarray) and len(values) > 1:
-            half = key.start + len(values) // 2
-            write(dataset, slice(key.start, half), values[: half - key.start])
-            tick("half-written")
-            write(dataset, slice(half, key.stop), values[half - key.start :])
-        else:
-            write(dataset, key, values)
-
-    h5py.Dataset.__setitem__ = split_write
-    h5py.Dataset.resize = wrap(h5py.Dataset.resize, "resize")
-    h5py.File.flush = wrap(h5py.File.flush, "flush")
-    h5py.AttributeManager.modify = wrap(h5py.AttributeManager.modify, "attribute")
+    count_h5py_calls(tick)
 
 
 def run_child(path, *, stop: tuple[str, int] | None = None, kill_after: float | None = None) -> str:

@@ -7,7 +7,6 @@ The detector is the tiny fixture in the cheaper setting of test_jobs.py. The ran
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import shutil
 import subprocess
@@ -25,17 +24,6 @@ NAMES = ("000456", "000542", "001150", "input")
 TOLERANCE = dict(rtol=1e-4, atol=1e-5)
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="torchrun's c10d rendezvous on a POSIX host")
-
-
-@pytest.fixture(scope="module")
-def detector_dir(tmp_path_factory) -> Path:
-    from extract.checkpoints import load_pretrained, save_pretrained
-
-    config, state_dict = load_pretrained(FIXTURES / "detectron2-vg-tiny")
-    config = dataclasses.replace(config, min_size_test=300, max_size_test=500, rpn_post_nms_topk_test=100)
-    folder = tmp_path_factory.mktemp("detector")
-    save_pretrained(config, state_dict, folder)
-    return folder
 
 
 @pytest.fixture

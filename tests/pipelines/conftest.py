@@ -1,13 +1,11 @@
 """Checkpoints the pipeline tests load through the real loading path: a tiny LXMERT with random
-weights saved by save_pretrained, and the tiny detectron2 VG detector converted to our format.
-
-The detector runs a cheaper setting (short side 300, long side at most 500, 100 RPN proposals) to
-keep the tests fast; its region features are 256-d, so the tiny LXMERT reads 256-d features.
+weights saved by save_pretrained, and (tests/conftest.py: detector_dir) the tiny detectron2 VG detector
+converted to our format, in a cheaper setting; its region features are 256-d, so the tiny LXMERT reads
+256-d features.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from pathlib import Path
 
@@ -46,17 +44,6 @@ def randomize(model: torch.nn.Module, seed: int) -> torch.nn.Module:
             else:
                 p.copy_(noise / math.sqrt(p.shape[1]))
     return model
-
-
-@pytest.fixture(scope="session")
-def detector_dir(tmp_path_factory) -> Path:
-    from extract.checkpoints import load_pretrained, save_pretrained
-
-    config, state_dict = load_pretrained(FIXTURES / "detectron2-vg-tiny")
-    config = dataclasses.replace(config, min_size_test=300, max_size_test=500, rpn_post_nms_topk_test=100)
-    folder = tmp_path_factory.mktemp("detector")
-    save_pretrained(config, state_dict, folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
