@@ -18,6 +18,10 @@ Reading a YAML (`from_yaml`):
   what this implementation builds (`_CHOICES`): an FPN backbone, a RoIAlign pooler or deformable
   convolutions are refused with the key path and the supported values. Any other key is an error.
 - String values are parsed as Python literals, as detectron2 does (`MIN_SIZE_TRAIN: (640, 672)`).
+- Whatever is wrong with a file (unreadable, not UTF-8, invalid YAML, a key spelled twice, a Python tag,
+  over the MAX_CONFIG_* limits, a bad _BASE_) raises ConfigError naming it, with the line and column
+  YAML reports. PyYAML's safe loader builds plain values only; the limits are checked on the parser's
+  events first, so an alias bomb is refused before it is expanded.
 
 The transformers FRCNN port (`unc-nlp/frcnn-vg-finetuned`) describes the same network in its own
 layout: lower-case keys, the model's sections (resnets, rpn, roi_heads, ...) at the top level, a few
@@ -32,11 +36,14 @@ every key its code does not ask for (the published file was not available to che
 from __future__ import annotations
 
 import ast
+import errno
 import math
 import os
+import reprlib
+import stat
 import warnings
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +53,17 @@ RESNET_STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
 # Stride of res4, the only feature map of a C4 model: RPN anchors and ROI pooling are laid on it.
 FEATURE_STRIDE = 16
 
+# What a config YAML may hold. A detectron2 config is a few KB: a few hundred values, nested four or five
+# deep, two or three files in its _BASE_ chain. The limits are far above that and far below what hurts.
+MAX_CONFIG_BYTES = 1 << 20  # 1 MiB, per file
+MAX_CONFIG_NODES = 100_000  # values, lists and mappings after aliases are expanded ("billion laughs")
+MAX_CONFIG_DEPTH = 32  # nested lists / mappings
+MAX_BASE_DEPTH = 16  # files in one _BASE_ chain
+# No setting is written as a long Python literal; ast.literal_eval recurses on what it is given.
+_MAX_LITERAL_CHARS = 1000
+# Error messages quote at most this many characters of a value, key or path.
+_QUOTE_LIMIT = 200
+
 
 class ConfigError(ValueError):
     """A YAML key or value that this detector cannot honour; the message names the key path (also in
@@ -54,6 +72,24 @@ class ConfigError(ValueError):
     def __init__(self, message: str, key: str | None = None):
         super().__init__(message)
         self.key = key
+
+
+# What error messages quote of a value, key or path: a bounded repr (its work is bounded too, whatever
+# the value holds), cut in the middle past _QUOTE_LIMIT characters.
+_REPR = reprlib.Repr()
+_REPR.maxlevel = 3
+_REPR.maxstring = _REPR.maxother = _QUOTE_LIMIT
+_REPR.maxlong = 40
+
+
+def _quote(value: Any) -> str:
+    return _clip(_REPR.repr(value))
+
+
+def _clip(text: str) -> str:
+    if len(text) <= _QUOTE_LIMIT:
+        return text
+    return f"{text[: _QUOTE_LIMIT - 40]}...{text[-20:]} ({len(text)} characters)"
 
 
 @dataclass(frozen=True)
@@ -111,9 +147,23 @@ class DetectorConfig:
     def __post_init__(self) -> None:
         checks = [
             (self.resnet_depth in RESNET_STAGE_BLOCKS, "resnet_depth", f"one of {sorted(RESNET_STAGE_BLOCKS)}"),
+            (self.stem_out_channels > 0, "stem_out_channels", "> 0"),
+            (self.res2_out_channels > 0, "res2_out_channels", "> 0"),
+            (self.num_groups > 0, "num_groups", "> 0"),
+            (self.width_per_group > 0, "width_per_group", "> 0"),
             (self.res5_dilation in (1, 2), "res5_dilation", "1 or 2"),
+            (_all_positive(self.anchor_sizes), "anchor_sizes", "a non-empty list of sizes > 0"),
+            (_all_positive(self.anchor_aspect_ratios), "anchor_aspect_ratios", "a non-empty list of ratios > 0"),
+            (0.0 <= self.anchor_offset < 1.0, "anchor_offset", "in [0, 1)"),
             (self.rpn_hidden_channels == -1 or self.rpn_hidden_channels > 0, "rpn_hidden_channels", "> 0 or -1"),
+            (self.rpn_pre_nms_topk_test > 0, "rpn_pre_nms_topk_test", "> 0"),
+            (self.rpn_post_nms_topk_test > 0, "rpn_post_nms_topk_test", "> 0"),
+            (_in_unit((self.rpn_nms_thresh,)), "rpn_nms_thresh", "in [0, 1]"),
+            (self.rpn_min_size >= 0.0, "rpn_min_size", ">= 0"),
             (self.num_classes > 0, "num_classes", "> 0"),
+            (_in_unit((self.score_thresh_test,)), "score_thresh_test", "in [0, 1]"),
+            (_in_unit((self.nms_thresh_test,)), "nms_thresh_test", "in [0, 1]"),
+            (self.detections_per_image > 0, "detections_per_image", "> 0"),
             (not self.attribute_head or self.num_attributes > 0, "num_attributes", "> 0 with the attribute head"),
             (self.min_size_test > 0 and self.max_size_test > 0, "min_size_test", "positive sizes"),
             (self.input_format == "BGR", "input_format", '"BGR" (the network was trained on BGR input)'),
@@ -135,7 +185,7 @@ class DetectorConfig:
             if not ok:
                 key = _FIELD_KEYS[name][0]
                 raise ConfigError(
-                    f"DetectorConfig.{name} ({key}) = {getattr(self, name)!r}: expected {expected}", key=key
+                    f"DetectorConfig.{name} ({key}) = {_quote(getattr(self, name))}: expected {expected}", key=key
                 )
 
     # Derived sizes ---------------------------------------------------------------------------------
@@ -166,20 +216,33 @@ class DetectorConfig:
 
     @classmethod
     def from_yaml(cls, source: str | os.PathLike) -> DetectorConfig:
-        """Read a detectron2 / py-bottom-up-attention YAML file (a path) or YAML text (a str)."""
-        path = _as_existing_file(source)
-        if path is not None:
-            tree = _load_yaml_tree(path, seen=())
-        else:
-            tree = _parse_yaml(str(source), where="YAML text")
+        """Read a detectron2 / py-bottom-up-attention YAML file (a path) or YAML text (a str).
+
+        Anything wrong with the file or its `_BASE_` files (missing, unreadable, not UTF-8, invalid YAML,
+        Python tags, over the size limits, unknown keys or bad values) raises ConfigError naming the file
+        and, for YAML errors, the line and column."""
+        if not isinstance(source, str | os.PathLike):
+            raise TypeError(f"DetectorConfig.from_yaml takes a path or YAML text, got {type(source).__name__}")
+        path = _as_path(source)
+        if path is None:
+            text = str(source)
+            where = "YAML text" if "\n" in text else f"YAML text {_quote(text)} (no file of that name exists)"
+            tree = _parse_yaml(text, where=where)
             if "_BASE_" in tree:
-                tree = _merge(_load_base(tree.pop("_BASE_"), Path.cwd(), seen=()), tree)
-        return cls.from_dict(tree)
+                tree = _merge(_load_base(tree.pop("_BASE_"), Path.cwd(), named_in="YAML text", seen=()), tree)
+            return cls.from_dict(tree)
+        tree = _load_yaml_tree(path, label=f"config file {_clip(str(path))}", seen=())
+        try:
+            return cls.from_dict(tree)
+        except ConfigError as e:  # a key or value: name the file it was read from (with its _BASE_ files)
+            raise ConfigError(f"{_clip(str(path))}: {e}", key=e.key) from None
 
     @classmethod
     def from_dict(cls, tree: Mapping[str, Any]) -> DetectorConfig:
         """Read a nested dict in detectron2 key layout (what `to_dict` writes, or a parsed YAML), or in
         the transformers port's layout (recognised by `is_port_layout`)."""
+        if not isinstance(tree, Mapping):
+            raise ConfigError(f"a detector config is a mapping of detectron2 keys, not a {type(tree).__name__}")
         values: dict[str, Any] = {}
         if not is_port_layout(tree):
             for key, value in _flatten(tree):
@@ -228,8 +291,8 @@ class DetectorConfig:
 
 
 def _to_int(v: Any) -> int:
-    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
-        raise TypeError("expected an integer")
+    if isinstance(v, bool) or not isinstance(v, int | float) or (isinstance(v, float) and not v.is_integer()):
+        raise TypeError("expected an integer")  # is_integer: also refuses inf and nan
     return int(v)
 
 
@@ -267,6 +330,10 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 def _in_unit(values: tuple[float, ...]) -> bool:
     return all(0.0 <= v <= 1.0 for v in values)
+
+
+def _all_positive(values: tuple[float, ...]) -> bool:
+    return bool(values) and all(v > 0 for v in values)
 
 
 def _one_level(v: Any) -> tuple[float, ...]:
@@ -442,24 +509,30 @@ def _read_key(key: str, value: Any, values: dict[str, Any]) -> None:
         try:
             values[name] = convert(_literal(value, expect_str=name in _STRING_FIELDS))
         except (TypeError, ValueError) as e:
-            raise ConfigError(f"{key}: {value!r} is not valid ({e})") from None
+            raise ConfigError(f"{key}: {_quote(value)} is not valid ({e})", key=key) from None
     elif key in _CHOICES:
         allowed = _CHOICES[key]
         if _normalize(_literal(value, expect_str=isinstance(allowed[0], str))) not in [_normalize(a) for a in allowed]:
             raise ConfigError(
-                f"{key}: {value!r} is not supported; this detector builds a ResNet C4 Faster R-CNN "
+                f"{key}: {_quote(value)} is not supported; this detector builds a ResNet C4 Faster R-CNN "
                 f"(ROIPool, Res5 ROI head, FrozenBN, no FPN/mask/keypoint/deformable conv): "
-                f"supported value(s): {', '.join(repr(a) for a in allowed)}"
+                f"supported value(s): {', '.join(repr(a) for a in allowed)}",
+                key=key,
             )
     elif key == "MODEL.RPN.CONV_DIMS":
         dims = _literal(value, expect_str=False)
         if not isinstance(dims, list | tuple) or len(dims) != 1:
-            raise ConfigError(f"{key}: {value!r} is not supported: the RPN head has exactly one hidden conv")
+            raise ConfigError(
+                f"{key}: {_quote(value)} is not supported: the RPN head has exactly one hidden conv", key=key
+            )
         if dims[0] != -1:
-            values["rpn_hidden_channels"] = _to_int(dims[0])
+            try:
+                values["rpn_hidden_channels"] = _to_int(dims[0])
+            except TypeError as e:
+                raise ConfigError(f"{key}: {_quote(value)} is not valid ({e})", key=key) from None
     elif not _is_ignored(key):
         raise ConfigError(
-            f"unknown config key {key}: not a detectron2 / py-bottom-up-attention key this detector "
+            f"unknown config key {_clip(key)}: not a detectron2 / py-bottom-up-attention key this detector "
             "knows (see extract/config.py for the keys read and the ones ignored)"
         )
 
@@ -511,7 +584,7 @@ def _port_items(tree: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         if upper == "SIZE_DIVISIBILITY":
             if value != 0:
                 raise ConfigError(
-                    f"size_divisibility: {value!r} is not supported: images are never padded (the port "
+                    f"size_divisibility: {_quote(value)} is not supported: images are never padded (the port "
                     "itself raises NotImplementedError for values > 0)"
                 )
             continue
@@ -526,10 +599,9 @@ def _port_items(tree: Mapping[str, Any]) -> list[tuple[str, Any, str]]:
         else:
             unknown.append(port_key)
     if unknown:
-        warnings.warn(
-            f"ignoring transformers port config keys this detector does not know: {', '.join(unknown)}",
-            stacklevel=4,
-        )
+        listed = ", ".join(_clip(key) for key in unknown[:20])
+        listed += f" and {len(unknown) - 20} more" if len(unknown) > 20 else ""
+        warnings.warn(f"ignoring transformers port config keys this detector does not know: {listed}", stacklevel=4)
     return items
 
 
@@ -538,11 +610,11 @@ def _normalize(v: Any) -> Any:
 
 
 def _literal(v: Any, *, expect_str: bool) -> Any:
-    if isinstance(v, str) and not expect_str:
+    if isinstance(v, str) and not expect_str and len(v) <= _MAX_LITERAL_CHARS:
         try:
             return ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            return v
+        except (ValueError, TypeError, SyntaxError, RecursionError):
+            return v  # not a literal: the converter names the key and what it expected
     if isinstance(v, tuple):
         return list(v)
     return v
@@ -566,46 +638,192 @@ def _import_yaml():
     return yaml
 
 
-def _as_existing_file(source: str | os.PathLike) -> Path | None:
+def _as_path(source: str | os.PathLike) -> Path | None:
+    # A one-line str names a file when something exists at that path (also a directory, a broken link or
+    # a symlink loop: reading it then says what is wrong); otherwise it is YAML text.
     if isinstance(source, os.PathLike):
         return Path(source)
-    if "\n" not in source and source.strip() and Path(source).is_file():
+    if "\n" not in source and source.strip() and os.path.lexists(source):
         return Path(source)
     return None
 
 
+def _read_text(path: Path, label: str) -> str:
+    """The text of a config file; what keeps it from being one (missing, a directory, unreadable, over
+    MAX_CONFIG_BYTES, not UTF-8) raises ConfigError starting with `label`."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):  # not a FIFO or a device, which could block or never end
+            with open(path, "rb") as f:
+                data = f.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        broken = " (a symlink to a missing file)" if os.path.islink(path) else ""
+        raise ConfigError(f"{label} does not exist{broken}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL character in the path
+        raise ConfigError(f"cannot read {label}: {_os_reason(e)}") from None
+    if stat.S_ISDIR(mode):
+        raise ConfigError(f"{label} is a directory, not a YAML file")
+    if not stat.S_ISREG(mode):
+        raise ConfigError(f"{label} is not a regular file")
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{label} is larger than {MAX_CONFIG_BYTES} bytes (1 MiB), the most a detector config may be "
+            "(a detectron2 config is a few KB)"
+        )
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        column = e.start - data.rfind(b"\n", 0, e.start)
+        raise ConfigError(
+            f"{label} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column} ({e.reason}); "
+            "save it as UTF-8"
+        ) from None
+
+
+def _os_reason(error: OSError | ValueError) -> str:
+    if isinstance(error, OSError) and error.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links)"
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
+
+
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:
-    tree = _import_yaml().safe_load(text)
+    """Parse YAML text into plain values, refusing (ConfigError naming `where`, the line and the column)
+    invalid YAML, Python tags, recursive aliases, keys spelled twice in one mapping, and documents over
+    the MAX_CONFIG_* limits. The limits are checked on the parser's events, before any Python object is
+    built, so an alias bomb fails in milliseconds."""
+    if len(text) > MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"{where} has {len(text)} characters, more than a detector config may have ({MAX_CONFIG_BYTES})"
+        )
+    yaml = _import_yaml()
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # CSafeLoader when PyYAML is built with libyaml
+    try:
+        _check_yaml_events(yaml.parse(text, Loader=loader), where)
+        tree = yaml.load(text, Loader=loader)  # a safe loader: plain values only
+    except ConfigError:
+        raise
+    except yaml.MarkedYAMLError as e:
+        problem = _clip(e.problem or e.context or "invalid YAML")
+        if e.problem and e.context:  # e.g. "while parsing a flow sequence" and where that began
+            problem += f" ({_clip(e.context)}{_at(e.context_mark)})"
+        raise ConfigError(f"{where}: invalid YAML{_at(e.problem_mark or e.context_mark, text)}: {problem}") from None
+    except yaml.reader.ReaderError as e:  # a character YAML does not allow (a control character, ...)
+        line = text.count("\n", 0, e.position) + 1
+        raise ConfigError(f"{where}: invalid YAML at line {line}: {_clip(str(e).splitlines()[0])}") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: invalid YAML: {_clip(' '.join(str(e).split()))}") from None
+    except ValueError as e:  # a value PyYAML cannot build: a date such as 2001-13-45, an int of 5000 digits
+        raise ConfigError(f"{where}: a YAML value cannot be read: {_clip(str(e))}") from None
     if tree is None:
         return {}
     if not isinstance(tree, dict):
-        raise ConfigError(f"{where} is not a YAML mapping of detectron2 keys (or a path to an existing file)")
+        raise ConfigError(
+            f"{where} is not a YAML mapping of detectron2 keys (its top level is of type {type(tree).__name__})"
+        )
     return tree
 
 
-def _load_yaml_tree(path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    resolved = path.resolve()
+@dataclass
+class _OpenCollection:
+    is_mapping: bool
+    anchor: str | None
+    nodes: int = 1  # this collection and everything in it so far, aliases expanded
+    children: int = 0
+    keys: dict[str, int] = field(default_factory=dict)  # mapping key -> line
+
+
+def _check_yaml_events(events: Iterable[Any], where: str) -> None:
+    yaml = _import_yaml()
+    open_collections: list[_OpenCollection] = []
+    anchor_nodes: dict[str, int] = {}  # anchor -> nodes in what it names
+
+    def refused(event: Any, problem: str) -> ConfigError:
+        return ConfigError(f"{where}{_at(event.start_mark)}: {problem}")
+
+    for event in events:
+        if not isinstance(event, yaml.NodeEvent | yaml.CollectionEndEvent):
+            continue  # stream and document boundaries
+        tag = getattr(event, "tag", None) or ""
+        if tag.startswith("tag:yaml.org,2002:python/"):
+            raise refused(
+                event,
+                f"the YAML tag {_clip(tag.replace('tag:yaml.org,2002:', '!!'))} is not allowed: a detector config "
+                "holds plain values (numbers, strings, lists, mappings); Python objects are never built",
+            )
+        parent = open_collections[-1] if open_collections else None
+        is_key = parent is not None and parent.is_mapping and parent.children % 2 == 0
+        if is_key and isinstance(event, yaml.ScalarEvent) and event.value != "<<":  # a merge key may repeat
+            if event.value in parent.keys:
+                raise refused(
+                    event,
+                    f"key {_quote(event.value)} appears twice in one mapping (also on line "
+                    f"{parent.keys[event.value]}); YAML would silently keep only the last one",
+                )
+            parent.keys[event.value] = event.start_mark.line + 1
+        if isinstance(event, yaml.CollectionStartEvent):
+            if len(open_collections) >= MAX_CONFIG_DEPTH:
+                raise refused(event, f"lists / mappings nested more than {MAX_CONFIG_DEPTH} deep")
+            open_collections.append(_OpenCollection(isinstance(event, yaml.MappingStartEvent), event.anchor))
+            continue
+        if isinstance(event, yaml.CollectionEndEvent):
+            closed = open_collections.pop()
+            nodes, anchor = closed.nodes, closed.anchor
+        elif isinstance(event, yaml.AliasEvent):
+            if any(c.anchor == event.anchor for c in open_collections):
+                raise refused(
+                    event,
+                    f"alias *{_clip(event.anchor)} refers to a list / mapping that contains it (a recursive value)",
+                )
+            nodes, anchor = anchor_nodes.get(event.anchor, 1), None  # an undefined alias: the loader names it
+        else:
+            nodes, anchor = 1, event.anchor
+        if anchor is not None:
+            anchor_nodes[anchor] = nodes
+        if open_collections:
+            open_collections[-1].nodes += nodes
+            open_collections[-1].children += 1
+            nodes = open_collections[-1].nodes
+        if nodes > MAX_CONFIG_NODES:
+            aliased = " once aliases are expanded" if anchor_nodes else ""
+            bomb = "; refusing what looks like an alias bomb" if anchor_nodes else ""
+            raise refused(
+                event, f"more than {MAX_CONFIG_NODES} values{aliased} (a detector config has a few hundred){bomb}"
+            )
+
+
+def _at(mark: Any, text: str | None = None) -> str:
+    if mark is None:
+        return ""
+    where = f" at line {mark.line + 1}, column {mark.column + 1}"
+    lines = text.splitlines() if text is not None else []
+    if mark.line < len(lines) and lines[mark.line].strip():
+        where += f" ({_clip(lines[mark.line].strip())!r})"
+    return where
+
+
+def _load_yaml_tree(path: Path, label: str, seen: tuple[Path, ...]) -> dict[str, Any]:
+    text = _read_text(path, label)
+    resolved = Path(os.path.realpath(path))  # never raises, unlike Path.resolve on a link loop
     if resolved in seen:
-        raise ConfigError(f"_BASE_ cycle: {' -> '.join(str(p) for p in (*seen, resolved))}")
-    tree = _parse_yaml(path.read_text(encoding="utf-8"), where=str(path))
+        raise ConfigError(f"_BASE_ cycle: {' -> '.join(_clip(str(p)) for p in (*seen, resolved))}")
+    tree = _parse_yaml(text, where=_clip(str(path)))
     if "_BASE_" in tree:
-        base = _load_base(tree.pop("_BASE_"), path.parent, seen=(*seen, resolved))
+        if len(seen) + 1 >= MAX_BASE_DEPTH:
+            raise ConfigError(f"{label}: its _BASE_ chain is longer than {MAX_BASE_DEPTH} files")
+        base = _load_base(tree.pop("_BASE_"), path.parent, named_in=_clip(str(path)), seen=(*seen, resolved))
         tree = _merge(base, tree)
     return tree
 
 
-def _load_base(base: Any, directory: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    if not isinstance(base, str):
-        raise ConfigError(f"_BASE_: {base!r} is not a file name")
-    path = Path(base).expanduser()
+def _load_base(base: Any, directory: Path, named_in: str, seen: tuple[Path, ...]) -> dict[str, Any]:
+    if not isinstance(base, str) or not base.strip():
+        raise ConfigError(f"{named_in}: _BASE_: {_quote(base)} is not a file name")
+    path = Path(os.path.expanduser(base))  # os.path.expanduser never raises (Path.expanduser may)
     path = path if path.is_absolute() else directory / path
-    if path.is_file():
-        return _load_yaml_tree(path, seen)
-    if path.name == "Base-RCNN-C4.yaml":
+    if path.name == "Base-RCNN-C4.yaml" and not os.path.lexists(path):
         return {}  # the bundled defaults stand in for it (module docstring)
-    raise ConfigError(f"_BASE_ file {path} does not exist")
+    return _load_yaml_tree(path, label=f"_BASE_ file {_clip(str(path))} (named in {named_in})", seen=seen)
 
 
 def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:

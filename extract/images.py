@@ -26,9 +26,11 @@ rather than guessed at; other integer dtypes are refused too (cast to uint8 if t
 from __future__ import annotations
 
 import contextlib
+import errno
 import io
 import os
 import re
+import stat
 import threading
 from collections.abc import Iterator
 from typing import IO
@@ -76,13 +78,18 @@ def load_image(
     1, 3, 4; a shape that reads both ways, such as 3x5x3, is refused). URLs are not fetched.
 
     EXIF orientation is applied to files, bytes and PIL images (unreadable EXIF is ignored, as
-    detectron2 does). ``max_image_pixels`` guards against decompression bombs in files and bytes:
-    an image with more pixels raises ImageLoadError before its pixels are decoded; None means no
-    limit; it replaces Pillow's own check. Pillow's global ``Image.MAX_IMAGE_PIXELS`` is left as
-    it was found: only a limit above it (or None) lifts it, for the duration of one decode and
-    under a lock, so another thread decoding at that very moment runs without Pillow's check.
-    The result never shares memory with the input.
+    detectron2 does). ``max_image_pixels`` guards against decompression bombs in files, bytes and
+    PIL images (arrays and tensors are already decoded): an image with more pixels raises
+    ImageLoadError before its pixels are decoded, and the message quotes ``max_image_pixels``
+    whichever check fired (ours on the image size, or Pillow's on a frame or tile); None means no
+    limit. Pillow's global ``Image.MAX_IMAGE_PIXELS`` is left as it was found: only a limit above
+    it (or None) lifts it, for the duration of one decode and under a lock, so another thread
+    decoding at that very moment runs without Pillow's check. A path that cannot be read names the
+    OS error (file not found, symlink loop, permission denied, a directory, ...). The result never
+    shares memory with the input.
     """
+    if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels >= 1):
+        raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
     if isinstance(image, (str, os.PathLike)):
         _refuse_bgr(bgr, "file")
         return _load_path(image, max_image_pixels)
@@ -96,7 +103,8 @@ def load_image(
     if isinstance(image, Image.Image):
         _refuse_bgr(bgr, "PIL image")
         source = f"<PIL image, mode {image.mode}, {image.width}x{image.height}>"
-        return _pil_to_rgb(image, source)
+        with _pillow_limit_lifted(max_image_pixels):
+            return _pil_to_rgb(image, source, max_image_pixels)
     if isinstance(image, np.ndarray):
         source = f"<numpy array, shape {image.shape}, {image.dtype}>"
         return _array_to_rgb(image, bgr, source)
@@ -119,28 +127,48 @@ def _load_path(image: str | os.PathLike, max_image_pixels: int | None) -> np.nda
     source = repr(path)
     if _URL.match(path):
         raise ImageLoadError(source, "URLs are not fetched by load_image; download the file and pass its path or bytes")
-    if not os.path.exists(path):
-        raise ImageLoadError(source, "file not found")
-    if os.path.isdir(path):
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError) as error:  # ValueError: a NUL character in the path
+        raise ImageLoadError(source, _os_reason(error, path)) from None
+    if stat.S_ISDIR(mode):
         raise ImageLoadError(source, "this is a directory, not an image file")
-    if os.path.getsize(path) == 0:
-        raise ImageLoadError(source, "the file is empty (0 bytes)")
-    return _decode(path, source, max_image_pixels)
+    if not stat.S_ISREG(mode):  # reading a FIFO or a device could block or never end
+        raise ImageLoadError(source, "not a regular file (a FIFO, socket or device)")
+    try:
+        file = open(path, "rb")
+    except OSError as error:
+        raise ImageLoadError(source, _os_reason(error, path)) from None
+    with file:
+        if os.fstat(file.fileno()).st_size == 0:
+            raise ImageLoadError(source, "the file is empty (0 bytes)")
+        return _decode(file, source, max_image_pixels)
 
 
-def _decode(fp: str | IO[bytes], source: str, max_image_pixels: int | None) -> np.ndarray:
+def _os_reason(error: OSError | ValueError, path: str) -> str:
+    """The OS error behind an unreadable path, in words (never a bare "not found" for a link loop)."""
+    if not isinstance(error, OSError):
+        return f"invalid path ({error})"
+    if error.errno == errno.ENOENT:
+        return "file not found (a symlink to a missing file)" if os.path.islink(path) else "file not found"
+    if error.errno == errno.ELOOP:
+        return "symlink loop (too many levels of symbolic links)"
+    if error.errno == errno.EISDIR:
+        return "this is a directory, not an image file"
+    return error.strerror or str(error)  # "Permission denied", "Not a directory", "File name too long", ...
+
+
+def _decode(fp: IO[bytes], source: str, max_image_pixels: int | None) -> np.ndarray:
     with _pillow_limit_lifted(max_image_pixels):
         try:
             with Image.open(fp) as decoded:
-                _check_pixel_limit(decoded, source, max_image_pixels)
-                decoded.load()
-                return _pil_to_rgb(decoded, source)
+                return _pil_to_rgb(decoded, source, max_image_pixels)
         except ImageLoadError:
             raise
         except UnidentifiedImageError as error:
             raise ImageLoadError(source, "not an image format Pillow can decode") from error
-        except Image.DecompressionBombError as error:
-            raise ImageLoadError(source, f"{error} Pass max_image_pixels to change the limit") from error
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+            raise _pillow_bomb_error(source, max_image_pixels, error, counted="the size its header declares") from error
         except Exception as error:  # Pillow's decoders raise OSError, SyntaxError, EOFError, ...
             raise ImageLoadError(source, f"truncated or corrupt image data ({error})") from error
 
@@ -165,16 +193,35 @@ def _check_pixel_limit(decoded: Image.Image, source: str, max_image_pixels: int 
     pixels = decoded.width * decoded.height
     if max_image_pixels is not None and pixels > max_image_pixels:
         raise ImageLoadError(
-            source,
-            f"{decoded.width}x{decoded.height} = {pixels} pixels exceeds max_image_pixels="
-            f"{max_image_pixels} (decompression-bomb guard); pass a larger max_image_pixels, or None, "
-            f"for a file you trust",
+            source, f"{decoded.width}x{decoded.height} = {pixels} pixels {_over_the_limit(max_image_pixels)}"
         )
 
 
-def _pil_to_rgb(image: Image.Image, source: str) -> np.ndarray:
+def _pillow_bomb_error(source: str, max_image_pixels: int | None, error: Exception, counted: str) -> ImageLoadError:
+    """Pillow's decompression-bomb check (its DecompressionBombError above twice its limit, or its warning
+    above the limit when warnings are errors) in our words: its message quotes its own limit, not the one
+    in force. It only runs while its limit is at or above ours (_pillow_limit_lifted), so what it counted
+    (`counted`: the size the header declares, at open; a frame or tile, while decoding) exceeds ours too."""
+    if max_image_pixels is None:  # Image.MAX_IMAGE_PIXELS was set again by someone else meanwhile
+        return ImageLoadError(source, f"Pillow's decompression-bomb check refused it ({error})")
+    pixels = re.search(r"\((\d+) pixels\)", str(error))
+    found = f"{pixels[1]} pixels ({counted})" if pixels else f"the image ({counted})"
+    return ImageLoadError(source, f"{found} {_over_the_limit(max_image_pixels)}")
+
+
+def _over_the_limit(max_image_pixels: int) -> str:
+    return (
+        f"exceeds max_image_pixels={max_image_pixels} (decompression-bomb guard); pass a larger "
+        "max_image_pixels, or None, for a file you trust"
+    )
+
+
+def _pil_to_rgb(image: Image.Image, source: str, max_image_pixels: int | None) -> np.ndarray:
+    _check_pixel_limit(image, source, max_image_pixels)
     try:
         image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise _pillow_bomb_error(source, max_image_pixels, error, counted="one frame or tile") from error
     except Exception as error:
         raise ImageLoadError(source, f"truncated or corrupt image data ({error})") from error
     try:

@@ -100,7 +100,7 @@ def test_base_file_is_merged_when_present(tmp_path):
 def test_other_missing_base_is_an_error(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text('_BASE_: "Base-RCNN-FPN.yaml"\n')
-    with pytest.raises(ConfigError, match="Base-RCNN-FPN.yaml does not exist"):
+    with pytest.raises(ConfigError, match=r"_BASE_ file .*Base-RCNN-FPN\.yaml \(named in .*x\.yaml\) does not exist"):
         DetectorConfig.from_yaml(path)
 
 
