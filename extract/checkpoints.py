@@ -555,6 +555,20 @@ def locate_checkpoint(
     return repo.first(WEIGHTS_NAMES), config
 
 
+def in_hub_cache(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> bool | None:
+    """Whether the local huggingface_hub cache holds config.yaml and the weights of hub id `name_or_path`
+    (looked up without the network); None when it is not a hub id (an existing local path, or a name
+    that loading refuses). hub_kwargs: revision, cache_dir."""
+    name = os.fspath(name_or_path)
+    if Path(os.path.expanduser(name)).exists() or not _HUB_ID.match(name) or name.startswith((".", "~")):
+        return None
+    try:
+        locate_checkpoint(name, {**hub_kwargs, "local_files_only": True})
+    except OSError:
+        return False
+    return True
+
+
 def _weights_in_folder(folder: Path) -> Path:
     for name in WEIGHTS_NAMES:
         if (folder / name).is_file():
@@ -592,6 +606,8 @@ def _read_config(source: str | os.PathLike, name: str) -> DetectorConfig:
     try:
         return DetectorConfig.from_yaml(source)
     except ConfigError as e:
+        if os.fspath(source) in str(e):  # DetectorConfig.from_yaml names the files it reads
+            raise
         raise ConfigError(f"{name}: {e}", key=e.key) from None
 
 

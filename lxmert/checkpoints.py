@@ -31,6 +31,10 @@ HEAD_PREFIXES = ("cls.", "obj_predict_head.", "answer_head.")
 
 # Old BERT-era checkpoints name LayerNorm parameters gamma / beta.
 _RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]
+# Error messages quote at most this many names (a file can hold millions), each cut to _NAME_CHARS.
+_LISTED = 10
+_LISTED_LINES = 20
+_NAME_CHARS = 200
 
 
 class CheckpointError(ValueError):
@@ -51,12 +55,33 @@ class Checkpoint:
         return name if source is None or source == name else f"{name} (from {source})"
 
 
+def name_list(names: list[str], limit: int = _LISTED) -> str:
+    """`names` for an error message: the first `limit`, each cut short, and how many more there are."""
+    shown = ", ".join(_clip(name) for name in names[:limit])
+    return shown + (f" ... and {len(names) - limit:,} more" if len(names) > limit else "")
+
+
+def _clip(name: str) -> str:
+    return name if len(name) <= _NAME_CHARS else f"{name[:_NAME_CHARS]}... ({len(name):,} characters)"
+
+
+def _lines(lines: list[str]) -> str:
+    kept = lines[:_LISTED_LINES]
+    more = [f"  ... and {len(lines) - _LISTED_LINES:,} more"] if len(lines) > _LISTED_LINES else []
+    return "\n".join(kept + more)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Reading
 
 
-def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a .safetensors, a PyTorch .bin/.pt/.pth (weights_only) or a TF .h5 file; never runs code."""
+def read_checkpoint(
+    path: str | os.PathLike, *, expected_shapes: dict[str, tuple[int, ...]] | None = None
+) -> Checkpoint:
+    """Read a .safetensors, a PyTorch .bin/.pt/.pth (weights_only) or a TF .h5 file; never runs code.
+
+    expected_shapes (TF .h5 only, see read_tf_checkpoint): each dataset's shape is checked before it is read.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint file {path} does not exist")
@@ -65,7 +90,7 @@ def read_checkpoint(path: str | os.PathLike) -> Checkpoint:
     if path.suffix == ".h5":
         from lxmert.tf_checkpoint import read_tf_checkpoint
 
-        tf = read_tf_checkpoint(path)
+        tf = read_tf_checkpoint(path, expected_shapes)
         return Checkpoint(path, tf.state_dict, tf.sources)
     if path.suffix == ".safetensors":
         state_dict = _read_safetensors(path)
@@ -80,7 +105,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     try:
         return load_file(path)
     except Exception as e:  # safetensors raises its own error type for every malformed file
-        raise CheckpointError(f"{path} is not a readable safetensors file: {e}") from e
+        raise CheckpointError(f"{path} is not a readable safetensors file: {str(e)[:300]}") from e
 
 
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
@@ -92,7 +117,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
             f"could run code ({str(e).splitlines()[-1] if str(e) else e})"
         ) from e
     except Exception as e:  # truncated zip, not a torch file at all, ...
-        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(e).__name__}: {e}") from e
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint: {type(e).__name__}: {str(e)[:300]}") from e
     # Some training scripts wrap the weights: {"state_dict": {...}} or {"model": {...}}.
     if isinstance(loaded, dict) and len(loaded) == 1 and next(iter(loaded)) in ("state_dict", "model"):
         loaded = next(iter(loaded.values()))
@@ -100,7 +125,7 @@ def _read_torch(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a dict of tensors")
     not_tensors = [k for k, v in loaded.items() if not isinstance(v, torch.Tensor)]
     if not_tensors:
-        raise CheckpointError(f"{path} holds entries that are not tensors: {not_tensors[:10]}")
+        raise CheckpointError(f"{path} holds entries that are not tensors: {name_list([str(k) for k in not_tensors])}")
     return dict(loaded)
 
 
@@ -165,22 +190,24 @@ def check_report(model: nn.Module, checkpoint: Checkpoint, report: KeyReport, *,
     if report.mismatched:
         problems.append(
             "tensors of the wrong shape:\n"
-            + "\n".join(
-                f"  {checkpoint.describe(report.origin[n])}: checkpoint {tuple(report.state_dict[n].shape)}, "
-                f"model {expected[n]}"
-                for n in report.mismatched
+            + _lines(
+                [
+                    f"  {_clip(checkpoint.describe(report.origin[n]))}: checkpoint "
+                    f"{tuple(report.state_dict[n].shape)}, model {expected[n]}"
+                    for n in report.mismatched
+                ]
             )
         )
     if report.missing and strict:
         problems.append(
             "missing tensors:\n"
-            + "\n".join(f"  {n} {expected[n]}" for n in report.missing)
+            + _lines([f"  {n} {expected[n]}" for n in report.missing])
             + "\n  (pass strict=False to initialize them randomly, e.g. to fine-tune a new head)"
         )
     if report.unexpected and strict:
         problems.append(
             "unexpected tensors (not part of an LXMERT model):\n"
-            + "\n".join(f"  {checkpoint.describe(n)} {tuple(original[n].shape)}" for n in report.unexpected)
+            + _lines([f"  {_clip(checkpoint.describe(n))} {tuple(original[n].shape)}" for n in report.unexpected])
         )
     if problems:
         raise CheckpointError(f"{checkpoint.path} does not fit {type(model).__name__}: " + "\n".join(problems))
@@ -192,8 +219,7 @@ def check_report(model: nn.Module, checkpoint: Checkpoint, report: KeyReport, *,
         )
     if report.unexpected:
         warnings.warn(
-            f"{checkpoint.path}: ignored tensors that are not part of an LXMERT model: "
-            f"{', '.join(report.unexpected[:8])}{' ...' if len(report.unexpected) > 8 else ''}",
+            f"{checkpoint.path}: ignored tensors that are not part of an LXMERT model: {name_list(report.unexpected)}",
             stacklevel=4,
         )
     if report.unused_heads:

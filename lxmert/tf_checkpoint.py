@@ -21,6 +21,7 @@ names and whether they are transposed. A dataset that fits neither is reported, 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +29,7 @@ import h5py
 import numpy as np
 import torch
 
-from lxmert.checkpoints import CheckpointError
+from lxmert.checkpoints import CheckpointError, name_list
 
 # Keras variable name -> (PyTorch parameter name, transpose?), per kind of module. A Keras Dense kernel
 # is (in, out) and a torch Linear weight is (out, in), hence the transpose.
@@ -102,11 +103,15 @@ class TFCheckpoint:
     architecture: str
 
 
-def read_tf_checkpoint(path: str | Path) -> TFCheckpoint:
+def read_tf_checkpoint(path: str | Path, expected_shapes: Mapping[str, tuple[int, ...]] | None = None) -> TFCheckpoint:
     """Read a `tf_model.h5` saved by `TFLxmertModel` or `TFLxmertForPreTraining`.
 
-    Raises CheckpointError if the file is missing, not HDF5, truncated, not a Keras weights file, or
-    holds a dataset that is no LXMERT parameter (every such dataset is named).
+    expected_shapes: the shape of every tensor the model's config has, under LxmertForPreTraining's
+    names (`lxmert.`, `cls.`, ...). With it each dataset's shape is checked before the dataset is read
+    (a small file may declare a dataset of gigabytes), and datasets of heads that the config lacks are
+    not read. Raises CheckpointError if the file is missing, not HDF5, truncated, not a Keras weights
+    file, holds a dataset that is no LXMERT parameter (every such dataset is named), or one of another
+    shape than expected (the dataset and both shapes are named).
     """
     path = Path(path)
     if path.is_dir():
@@ -115,19 +120,23 @@ def read_tf_checkpoint(path: str | Path) -> TFCheckpoint:
         raise CheckpointError(f"TF checkpoint {path} does not exist")
     try:
         with h5py.File(path, "r") as h5:
-            return _read_keras_weights(h5, path)
+            return _read_keras_weights(h5, path, expected_shapes)
     except OSError as error:
         # h5py says "file signature not found" for a non-HDF5 file and "truncated file" for a cut one.
-        raise CheckpointError(f"cannot read {path} as an HDF5 file: {error}") from error
+        raise CheckpointError(f"cannot read {path} as an HDF5 file: {str(error)[:300]}") from error
 
 
-def _read_keras_weights(h5: h5py.File, path: Path) -> TFCheckpoint:
+def _read_keras_weights(
+    h5: h5py.File, path: Path, expected_shapes: Mapping[str, tuple[int, ...]] | None
+) -> TFCheckpoint:
     if "layer_names" not in h5.attrs:
         raise CheckpointError(f"{path} is HDF5 but not a Keras weights file: its root has no 'layer_names' attribute")
     layer_names = _strings(h5.attrs["layer_names"])
     missing_groups = [name for name in layer_names if not isinstance(h5.get(name), h5py.Group)]
     if missing_groups:
-        raise CheckpointError(f"{path}: layer_names lists {missing_groups} but the file has no such groups")
+        raise CheckpointError(
+            f"{path}: layer_names lists groups that the file does not have: {name_list(missing_groups)}"
+        )
 
     datasets = [(layer, name) for layer in layer_names for name in _dataset_names(h5[layer], path)]
     # Copies stored under another layer's group (the embeddings under `cls`) go last, so that
@@ -145,10 +154,16 @@ def _read_keras_weights(h5: h5py.File, path: Path) -> TFCheckpoint:
             unknown.append(source)
             continue
         torch_name, transpose = target
-        array = _float32(h5[source][()], source, path)
+        dataset = h5[source]
+        if transpose and dataset.ndim != 2:
+            raise CheckpointError(f"{path}: {source} is a kernel of shape {dataset.shape}, expected 2-D")
+        if expected_shapes is not None:
+            full_name = torch_name if architecture == "LxmertForPreTraining" else f"lxmert.{torch_name}"
+            if full_name not in expected_shapes:
+                continue  # a head that the model's config does not have: never used
+            _check_shape(dataset, source, torch_name, tuple(expected_shapes[full_name]), transpose, path)
+        array = _float32(dataset, source, path)
         if transpose:
-            if array.ndim != 2:
-                raise CheckpointError(f"{path}: {source} is a kernel of shape {array.shape}, expected 2-D")
             array = array.T
         if torch_name in state_dict:
             # Keras lists the embedding weights a second time under `cls` (the MLM head holds the
@@ -163,7 +178,7 @@ def _read_keras_weights(h5: h5py.File, path: Path) -> TFCheckpoint:
         sources[torch_name] = source
     if unknown:
         raise CheckpointError(
-            f"{path}: {len(unknown)} h5 dataset(s) map to no {architecture} parameter: " + ", ".join(unknown)
+            f"{path}: {len(unknown)} h5 dataset(s) map to no {architecture} parameter: {name_list(unknown)}"
         )
     return TFCheckpoint(state_dict=state_dict, sources=sources, architecture=architecture)
 
@@ -174,7 +189,9 @@ def _dataset_names(group: h5py.Group, path: Path) -> list[str]:
     absent = [name for name in listed if not isinstance(group.get(name), h5py.Dataset)]
     if absent:
         absent_paths = [f"{group.name.lstrip('/')}/{name}" for name in absent]
-        raise CheckpointError(f"{path}: weight_names lists datasets that are not in the file: {absent_paths}")
+        raise CheckpointError(
+            f"{path}: weight_names lists datasets that are not in the file: {name_list(absent_paths)}"
+        )
     found: list[str] = []
     group.visititems(lambda name, item: found.append(name) if isinstance(item, h5py.Dataset) else None)
     return listed + sorted(set(found) - set(listed))
@@ -219,10 +236,24 @@ def _torch_name(weight_name: str, architecture: str) -> tuple[str, bool] | None:
     return name, transpose
 
 
-def _float32(array: np.ndarray, source: str, path: Path) -> np.ndarray:
-    if not np.issubdtype(array.dtype, np.floating):
-        raise CheckpointError(f"{path}: {source} has dtype {array.dtype}, expected a floating-point tensor")
-    return array.astype(np.float32, copy=False)
+def _check_shape(
+    dataset: h5py.Dataset, source: str, torch_name: str, expected: tuple[int, ...], transpose: bool, path: Path
+) -> None:
+    stored = expected[::-1] if transpose else expected  # a Keras kernel is (in, out), a torch weight (out, in)
+    if tuple(dataset.shape) == stored:
+        return
+    how = f", which a Keras kernel stores transposed as {stored}" if transpose else ""
+    raise CheckpointError(
+        f"{path} does not fit the model's config: {source} has shape {tuple(dataset.shape)} but {torch_name} is "
+        f"{expected}{how}"
+    )
+
+
+def _float32(dataset: h5py.Dataset, source: str, path: Path) -> np.ndarray:
+    """The dataset's values as float32, its dtype checked before it is read."""
+    if not np.issubdtype(dataset.dtype, np.floating):
+        raise CheckpointError(f"{path}: {source} has dtype {dataset.dtype}, expected a floating-point tensor")
+    return dataset[()].astype(np.float32, copy=False)
 
 
 def _strings(values) -> list[str]:

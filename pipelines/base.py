@@ -4,8 +4,11 @@ region features kept on the device from the detector to the model."""
 
 from __future__ import annotations
 
+import http.client
+import math
 import numbers
 import os
+import threading
 import urllib.request
 import warnings
 from collections.abc import Callable, Sequence
@@ -19,24 +22,107 @@ from lxmert import LxmertPreTrainedModel, LxmertTokenizerFast
 
 URL_PREFIXES = ("http://", "https://")
 DEFAULT_BATCH_SIZE = 8
+# A whole URL download, however the server paces its bytes (a per-read timeout alone lets a server
+# that sends a byte every few seconds hold the caller for hours).
+DEFAULT_DOWNLOAD_TIMEOUT = 60.0
+# The default byte cap of a URL download is this many bytes per pixel of the image pixel limit: an
+# image file is rarely larger than its raw 8-bit RGBA pixels (compression only shrinks them), so with
+# Pillow's limit of 89,478,485 pixels a download stops at about 358 MB instead of filling the memory.
+DOWNLOAD_BYTES_PER_PIXEL = 4
+# Normalized boxes are coordinates divided by the image size; LXMERT's own data loaders accept them
+# up to 1e-5 outside [0, 1] (float rounding at the image border).
+BOX_TOLERANCE = 1e-5
+_DOWNLOAD_CHUNK = 1 << 16
+_SHOWN_CHARS = 200  # of a URL or a text quoted in an error message
+
+
+class DownloadError(OSError):
+    """A URL could not be downloaded, or was refused for its size or for taking too long."""
 
 
 def is_url(image: Any) -> bool:
     return isinstance(image, str) and image[:8].lower().startswith(URL_PREFIXES)
 
 
-def fetch_url(url: str, *, allow_network: bool, timeout: float = 30.0) -> bytes:
-    """The bytes at `url`; refused unless the caller allowed network access."""
+def shown(text: str, limit: int = _SHOWN_CHARS) -> str:
+    """`text` quoted for an error message, cut to `limit` characters."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text):,} characters)"
+
+
+def download_limit(max_image_pixels: int | None) -> int | None:
+    """The default byte cap of URL downloads for images of at most `max_image_pixels` pixels (None: none)."""
+    return None if max_image_pixels is None else DOWNLOAD_BYTES_PER_PIXEL * max_image_pixels
+
+
+def fetch_url(
+    url: str, *, allow_network: bool, max_bytes: int | None = None, timeout: float = DEFAULT_DOWNLOAD_TIMEOUT
+) -> bytes:
+    """The bytes at `url`; refused unless the caller allowed network access.
+
+    max_bytes: refuse a body larger than this (None: no cap); a Content-Length over it is refused before
+    the body is read. timeout: seconds for the whole download, connection included, however slowly the
+    server sends. Failures raise DownloadError (an OSError) naming the URL and the limit.
+    """
     if not allow_network:
         raise ValueError(
-            f"image {url!r} is a URL and this pipeline does not use the network; download it first, or pass "
-            "allow_network=True (to pipeline(...) or to the call)"
+            f"image {shown(url)} is a URL and this pipeline does not use the network; download it first, or "
+            "pass allow_network=True (to pipeline(...) or to the call)"
         )
+    # The download runs in a worker thread so that the deadline holds for the caller: socket timeouts
+    # bound each read, not their sum. A worker past the deadline stops once its current read returns.
+    outcome: list[bytes | Exception] = []
+    cancelled = threading.Event()
+
+    def download() -> None:
+        try:
+            outcome.append(_download(url, max_bytes, timeout, cancelled))
+        except Exception as error:  # handed to the caller's thread below
+            outcome.append(error)
+
+    worker = threading.Thread(target=download, name="lxmert-fetch-url", daemon=True)
+    worker.start()
+    try:
+        worker.join(timeout)
+    finally:
+        cancelled.set()
+    if not outcome:
+        raise DownloadError(
+            f"could not download image {shown(url)}: not complete after {timeout:g} s (the download deadline, "
+            "download_timeout)"
+        )
+    if isinstance(outcome[0], Exception):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _download(url: str, max_bytes: int | None, timeout: float, cancelled: threading.Event) -> bytes:
+    too_large = f"it is larger than the download limit of {max_bytes:,} bytes (max_download_bytes)" if max_bytes else ""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (http(s) only)
-            return response.read()
-    except OSError as error:
-        raise OSError(f"could not download image {url!r}: {error}") from error
+            declared = response.headers.get("Content-Length", "").strip()
+            if max_bytes is not None and declared.isdigit() and int(declared) > max_bytes:
+                raise DownloadError(
+                    f"could not download image {shown(url)}: {too_large}: its Content-Length is {int(declared):,}"
+                )
+            parts, size = [], 0
+            while not cancelled.is_set():
+                part = response.read1(_DOWNLOAD_CHUNK)  # returns what one read gives: a trickle does not block it
+                if not part:
+                    if declared.isdigit() and size < int(declared):  # read1 does not raise IncompleteRead
+                        raise DownloadError(
+                            f"could not download image {shown(url)}: the connection closed after {size:,} of "
+                            f"its {int(declared):,} bytes"
+                        )
+                    return b"".join(parts)
+                size += len(part)
+                if max_bytes is not None and size > max_bytes:
+                    raise DownloadError(f"could not download image {shown(url)}: {too_large}; stopped reading")
+                parts.append(part)
+            raise DownloadError(f"could not download image {shown(url)}: cancelled at the deadline")
+    except DownloadError:
+        raise
+    except (OSError, http.client.HTTPException) as error:  # HTTPException: e.g. a body cut short (IncompleteRead)
+        raise DownloadError(f"could not download image {shown(url)}: {type(error).__name__}: {error}") from error
 
 
 def check_top_k(top_k: Any) -> int:
@@ -67,19 +153,53 @@ def chunks(items: Sequence, size: int) -> list[Sequence]:
 
 
 class ImageReader:
-    """Region features of images through a RegionFeatureExtractor."""
+    """Region features of images through a RegionFeatureExtractor; URLs downloaded when allowed.
 
-    def __init__(self, extractor: RegionFeatureExtractor, *, allow_network: bool = False):
+    max_download_bytes: the byte cap of a URL download (default: DOWNLOAD_BYTES_PER_PIXEL bytes per pixel
+    of the extractor's max_image_pixels; no cap when that is None). download_timeout: seconds for a
+    whole download.
+    """
+
+    def __init__(
+        self,
+        extractor: RegionFeatureExtractor,
+        *,
+        allow_network: bool = False,
+        max_download_bytes: int | None = None,
+        download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    ):
+        if max_download_bytes is not None and (
+            isinstance(max_download_bytes, bool) or not isinstance(max_download_bytes, int) or max_download_bytes < 1
+        ):
+            raise ValueError(
+                f"max_download_bytes={max_download_bytes!r}: expected an integer >= 1, or None (the default: "
+                f"{DOWNLOAD_BYTES_PER_PIXEL} bytes per pixel of max_image_pixels)"
+            )
+        if (
+            isinstance(download_timeout, bool)
+            or not isinstance(download_timeout, numbers.Real)
+            or not 0 < download_timeout < math.inf
+        ):
+            raise ValueError(f"download_timeout={download_timeout!r}: expected a number of seconds > 0")
         self.extractor = extractor
         self.allow_network = allow_network
+        self.max_download_bytes = max_download_bytes
+        self.download_timeout = float(download_timeout)
+
+    def fetch(self, url: str, *, allow_network: bool | None = None) -> bytes:
+        """The bytes at `url`, within this reader's download cap and deadline."""
+        limit = self.max_download_bytes
+        if limit is None:
+            limit = download_limit(self.extractor.max_image_pixels)
+        allowed = self.allow_network if allow_network is None else allow_network
+        return fetch_url(url, allow_network=allowed, max_bytes=limit, timeout=self.download_timeout)
 
     def read(
         self, images: Sequence[Any], *, batch_size: int, allow_network: bool | None = None, **selection: Any
     ) -> list[RegionFeatures]:
         """One RegionFeatures per image, in order, `batch_size` images per detector pass; `selection`
         goes to the extractor (rule, num_boxes, given_boxes)."""
-        allowed = self.allow_network if allow_network is None else allow_network
-        sources = [fetch_url(image, allow_network=allowed) if is_url(image) else image for image in images]
+        sources = [self.fetch(image, allow_network=allow_network) if is_url(image) else image for image in images]
         given = selection.pop("given_boxes", None)
         results = []
         for start in range(0, len(sources), batch_size):
@@ -144,11 +264,8 @@ class ImageTextPipeline:
         max_text_length: int | None = None,
     ):
         config = model.config
-        if reader is not None and reader.extractor.config.pooled_dim != config.visual_feat_dim:
-            raise ValueError(
-                f"the detector gives {reader.extractor.config.pooled_dim}-d region features but the LXMERT "
-                f"model reads {config.visual_feat_dim}-d ones (config.visual_feat_dim)"
-            )
+        if reader is not None:
+            check_feature_widths(reader.extractor.config, config)
         self.model = model.eval()
         self.tokenizer = tokenizer
         self.reader = reader
@@ -235,6 +352,13 @@ class ImageTextPipeline:
             raise TypeError(f"{self.text_name} {index} is a {type(text).__name__}, not a str")
         if not text.strip():
             raise ValueError(f"{self.text_name} {index} is empty")
+        # The tokenizer drops control and zero-width characters: such a text reaches LXMERT as
+        # [CLS] [SEP], which still gets confident-looking answers.
+        if not self.tokenizer.tokenize(text):
+            raise ValueError(
+                f"{self.text_name} {index} ({shown(text, 40)}) has no words: only control, zero-width or other "
+                "invisible characters, which the tokenizer drops"
+            )
         return text
 
     def visual_inputs(self, sources, batch_size: int, allow_network: bool | None) -> list[VisualInputs]:
@@ -252,12 +376,17 @@ class ImageTextPipeline:
             if kind == "store":
                 store, image_id = value
                 record = store[image_id]
-                visual[i] = VisualInputs(
-                    torch.as_tensor(record.features, device=device).float(),
-                    torch.as_tensor(record.normalized_boxes, device=device).float(),
+                where = f"of image {shown(str(image_id), 80)} in the store"
+                visual[i] = checked_visual_inputs(
+                    record.features,
+                    record.normalized_boxes,
+                    device,
+                    self.model.config.visual_feat_dim,
+                    features_name=f"the features {where}",
+                    boxes_name=f"the normalized_boxes {where}",
                 )
             elif kind == "features":
-                visual[i] = _given_features(*value, device, self.model.config.visual_feat_dim)
+                visual[i] = checked_visual_inputs(*value, device, self.model.config.visual_feat_dim)
         return visual
 
     # -- model -----------------------------------------------------------------------------------
@@ -279,11 +408,14 @@ class ImageTextPipeline:
         return torch.cat(rows)
 
     def _warn_truncated(self, texts: list[str]) -> None:
+        special = self.tokenizer.num_special_tokens_to_add()
         for text in texts:
             # Every token covers at least one character: short texts cannot have been cut.
-            if len(text) + 2 <= self.max_text_length:
+            if len(text) + special <= self.max_text_length:
                 continue
-            length = len(self.tokenizer.encode(text))
+            # tokenize(), not encode(): encoding past the tokenizer's own limit logs its "indexing errors,
+            # pass truncation=True" warning, which is not true here (the batch is truncated).
+            length = len(self.tokenizer.tokenize(text)) + special
             if length > self.max_text_length:
                 warnings.warn(
                     f"{self.text_name} {text[:40]!r}... has {length} tokens; it was cut to {self.max_text_length}",
@@ -310,14 +442,75 @@ def _distinct(sources: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], li
     return distinct, index
 
 
-def _given_features(features, boxes, device: torch.device, feature_dim: int) -> VisualInputs:
-    features = torch.as_tensor(features, device=device).float()
-    boxes = torch.as_tensor(boxes, device=device).float()
+def check_feature_widths(
+    detector_config: Any,
+    lxmert_config: Any,
+    *,
+    detector_name: str = "the detector",
+    model_name: str = "the LXMERT model",
+) -> None:
+    """ValueError unless the detector's region features are as wide as LXMERT's visual input."""
+    width, wanted = detector_config.pooled_dim, lxmert_config.visual_feat_dim
+    if width == wanted:
+        return
+    channels = getattr(detector_config, "res2_out_channels", "RES2_OUT_CHANNELS")
+    raise ValueError(
+        f"{detector_name} gives {width}-d region features (the channels of its res5 stage: 8 x "
+        f"MODEL.RESNETS.RES2_OUT_CHANNELS = 8 x {channels} in its config.yaml) but "
+        f"{model_name} reads {wanted}-d features (visual_feat_dim in its config.json); the two must be equal: "
+        f"use a detector whose region features are {wanted}-d (the VG Faster R-CNN unc-nlp/frcnn-vg-finetuned "
+        f"gives 2048-d ones), or an LXMERT checkpoint trained on {width}-d features (visual_feat_dim={width})"
+    )
+
+
+def checked_visual_inputs(
+    features: Any,
+    boxes: Any,
+    device: torch.device,
+    feature_dim: int,
+    *,
+    features_name: str = "features=",
+    boxes_name: str = "boxes=",
+) -> VisualInputs:
+    """Region features (K, feature_dim) and normalized boxes (K, 4) as LXMERT's visual inputs on `device`;
+    ValueError naming the input for a wrong shape, no regions, NaN or infinite values, or boxes outside
+    [0, 1]."""
+    features = _float_tensor(features, features_name, device)
+    boxes = _float_tensor(boxes, boxes_name, device)
     if features.ndim != 2 or features.shape[1] != feature_dim:
-        raise ValueError(f"features= must be (K, {feature_dim}) region features, got shape {tuple(features.shape)}")
-    if boxes.shape != (features.shape[0], 4):
         raise ValueError(
-            f"boxes= must be ({features.shape[0]}, 4) normalized boxes for the {features.shape[0]} regions, "
+            f"{features_name} must be (K, {feature_dim}) region features, got shape {tuple(features.shape)}"
+        )
+    count = features.shape[0]
+    if count == 0:
+        raise ValueError(f"{features_name} has no regions (shape {tuple(features.shape)}): LXMERT needs at least one")
+    if boxes.shape != (count, 4):
+        raise ValueError(
+            f"{boxes_name} must be ({count}, 4) normalized boxes for the {count} regions, "
             f"got shape {tuple(boxes.shape)}"
         )
+    for tensor, name in ((features, features_name), (boxes, boxes_name)):
+        bad = ~torch.isfinite(tensor)
+        if bad.any():
+            region = int(bad.any(dim=1).nonzero()[0, 0])
+            raise ValueError(
+                f"{name} holds {int(bad.sum()):,} NaN or infinite values (the first in region {region}): "
+                "they would give NaN scores"
+            )
+    outside = (boxes < -BOX_TOLERANCE) | (boxes > 1 + BOX_TOLERANCE)
+    if outside.any():
+        region = int(outside.any(dim=1).nonzero()[0, 0])
+        raise ValueError(
+            f"{boxes_name} must be normalized boxes (x1, y1, x2, y2 divided by the image width and height, in "
+            f"[0, 1]), but region {region} is {[round(v, 4) for v in boxes[region].tolist()]}"
+        )
     return VisualInputs(features, boxes)
+
+
+def _float_tensor(value: Any, name: str, device: torch.device) -> torch.Tensor:
+    try:
+        return torch.as_tensor(value, device=device).float()
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TypeError(
+            f"{name} must be a tensor or an array of numbers, got a {type(value).__name__} ({str(error)[:200]})"
+        ) from None

@@ -13,6 +13,7 @@ Tasks, with their default checkpoints (hub ids; any local folder works too):
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,12 @@ from typing import Any
 import torch
 
 from extract import RegionFeatureExtractor
+from extract.checkpoints import in_hub_cache as detector_in_hub_cache
 from extract.extractor import RESIZES, resolve_device
 from lxmert import LxmertForPreTraining, LxmertForQuestionAnswering, LxmertTokenizerFast
+from lxmert.hub import in_hub_cache as model_in_hub_cache
 
-from .base import DEFAULT_BATCH_SIZE, ImageReader
+from .base import DEFAULT_BATCH_SIZE, DEFAULT_DOWNLOAD_TIMEOUT, ImageReader, check_feature_widths
 from .features import FeatureExtractionPipeline
 from .matching import ImageTextMatchingPipeline
 from .vqa import VisualQuestionAnsweringPipeline
@@ -38,6 +41,7 @@ class Task:
     model_class: type | None
     default_model: str | None
     options: tuple[tuple[str, Any], ...] = ()
+    num_answers: int | None = None  # the answer head of the task's public checkpoints
 
 
 TASKS = {
@@ -46,17 +50,28 @@ TASKS = {
         LxmertForQuestionAnswering,
         "unc-nlp/lxmert-vqa-uncased",
         (("score_function", "sigmoid"),),
+        num_answers=3129,
     ),
     "gqa": Task(
         VisualQuestionAnsweringPipeline,
         LxmertForQuestionAnswering,
         "unc-nlp/lxmert-gqa-uncased",
         (("score_function", "softmax"),),
+        num_answers=1842,
     ),
     "feature-extraction": Task(FeatureExtractionPipeline, None, None),
     "image-text-matching": Task(ImageTextMatchingPipeline, LxmertForPreTraining, "unc-nlp/lxmert-base-uncased"),
 }
 ALIASES = {"visual-question-answering": "vqa"}
+
+
+@dataclass(frozen=True)
+class HubCheckpoint:
+    """A checkpoint of a pipeline that comes from the Hugging Face hub."""
+
+    argument: str  # the pipeline() argument it is the value (or default) of: "model" or "detector"
+    repo_id: str
+    cached: bool  # the local cache holds every file loading reads
 
 
 def pipeline(
@@ -71,6 +86,9 @@ def pipeline(
     allow_network: bool = False,
     resize: str | None = None,
     max_image_pixels: int | None | object = _UNSET,
+    max_download_bytes: int | None = None,
+    download_timeout: float = DEFAULT_DOWNLOAD_TIMEOUT,
+    local_files_only: bool = False,
     **options: Any,
 ):
     """Build the pipeline of `task` (see the table in this module's docstring).
@@ -86,27 +104,92 @@ def pipeline(
     GPU, "exact" on the CPU (a detector object passed in keeps its own unless resize= is given).
     max_image_pixels: the decompression-bomb guard of image files and bytes (default: Pillow's limit;
     None: no limit; a detector object passed in keeps its own unless this is given).
+    max_download_bytes: the byte cap of a URL download (default: 4 bytes per pixel of max_image_pixels,
+    about 358 MB with Pillow's limit; none when max_image_pixels is None). download_timeout: seconds
+    for a whole URL download (default 60), however slowly the server sends.
+    local_files_only: hub ids come from the local huggingface_hub cache only, never the network.
     options: task options, e.g. score_function="softmax" for "vqa".
     """
-    name = ALIASES.get(task, task)
-    if name not in TASKS:
-        known = sorted([*TASKS, *ALIASES])
-        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(known)}")
-    spec = TASKS[name]
+    name, spec = _task(task)
     device = _device(device, model, detector)
     dtype = _dtype(dtype)
     if resize is not None and resize not in RESIZES:
         raise ValueError(f"resize={resize!r}: expected one of {', '.join(RESIZES)}")
-    extractor = _extractor(detector, device, dtype, resize, max_image_pixels)
-    reader = ImageReader(extractor, allow_network=allow_network)
+    hub = {"local_files_only": True} if local_files_only else {}
+    extractor = _extractor(detector, device, dtype, resize, max_image_pixels, hub)
+    reader = ImageReader(
+        extractor,
+        allow_network=allow_network,
+        max_download_bytes=max_download_bytes,
+        download_timeout=download_timeout,
+    )
     batch = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if spec.model_class is None:
         if model is not None:
             raise ValueError(f"task {task!r} uses only the detector: pass detector=, not model=")
         return spec.pipeline(reader, batch_size=batch, **options)
-    lxmert_model = _model(spec, model, device, dtype)
+    lxmert_model = _model(spec, model, device, dtype, hub)
+    check_feature_widths(
+        extractor.config,
+        lxmert_model.config,
+        detector_name=_described("the detector", DEFAULT_DETECTOR if detector is None else detector),
+        model_name=_described("the LXMERT model", spec.default_model if model is None else model),
+    )
+    _warn_on_another_tasks_head(name, spec, lxmert_model.config.num_qa_labels)
     tok = _tokenizer(tokenizer, model)
     return spec.pipeline(lxmert_model, tok, reader, batch_size=batch, **{**dict(spec.options), **options})
+
+
+def hub_checkpoints(
+    task: str,
+    model: str | os.PathLike | torch.nn.Module | None = None,
+    detector: str | os.PathLike | RegionFeatureExtractor | None = None,
+) -> list[HubCheckpoint]:
+    """The checkpoints `pipeline(task, model, detector)` would take from the hub, and whether each is in
+    the local cache already (looked up without the network); local folders and objects are left out."""
+    name, spec = _task(task)
+    found = []
+    if spec.model_class is not None and not isinstance(model, torch.nn.Module):
+        source = spec.default_model if model is None else model
+        cached = model_in_hub_cache(source)
+        if cached is not None:
+            found.append(HubCheckpoint("model", os.fspath(source), cached))
+    if not isinstance(detector, RegionFeatureExtractor):
+        source = DEFAULT_DETECTOR if detector is None else detector
+        cached = detector_in_hub_cache(source)
+        if cached is not None:
+            found.append(HubCheckpoint("detector", os.fspath(source), cached))
+    return found
+
+
+def _task(task: str) -> tuple[str, Task]:
+    name = ALIASES.get(task, task)
+    if name not in TASKS:
+        known = sorted([*TASKS, *ALIASES])
+        raise ValueError(f"unknown task {task!r}; known tasks: {', '.join(known)}")
+    return name, TASKS[name]
+
+
+def _described(role: str, source: Any) -> str:
+    if isinstance(source, (str, os.PathLike)):
+        return f"{role} {os.fspath(source)!r}"
+    return f"{role} passed in ({type(source).__name__})"
+
+
+def _warn_on_another_tasks_head(name: str, spec: Task, num_answers: int) -> None:
+    """Warn when the answer head has the size of another task's (a VQA checkpoint under "gqa")."""
+    if spec.num_answers is None or num_answers == spec.num_answers:
+        return
+    for other, other_spec in TASKS.items():
+        if other != name and other_spec.num_answers == num_answers:
+            warnings.warn(
+                f"the {name!r} task expects {name.upper()}'s answer head ({spec.num_answers} answers, as in "
+                f"{spec.default_model}) but this LXMERT checkpoint has {num_answers} answers, the size of "
+                f"{other.upper()}'s head ({other_spec.default_model}): its answers and scores are probably "
+                f"{other.upper()}'s; use the {other!r} task for it, or a {name.upper()} checkpoint",
+                stacklevel=3,
+            )
+            return
 
 
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
@@ -134,7 +217,7 @@ def _parameter_device(module: torch.nn.Module) -> torch.device:
 
 
 def _extractor(
-    detector, device: torch.device, dtype: torch.dtype | None, resize: str | None, max_image_pixels
+    detector, device: torch.device, dtype: torch.dtype | None, resize: str | None, max_image_pixels, hub: dict
 ) -> RegionFeatureExtractor:
     if max_image_pixels is not _UNSET and max_image_pixels is not None:
         if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
@@ -153,16 +236,16 @@ def _extractor(
     if resize is None:
         resize = "fast" if device.type == "cuda" else "exact"
     limit = {} if max_image_pixels is _UNSET else {"max_image_pixels": max_image_pixels}
-    return RegionFeatureExtractor.from_pretrained(source, device=device, dtype=dtype, resize=resize, **limit)
+    return RegionFeatureExtractor.from_pretrained(source, device=device, dtype=dtype, resize=resize, **limit, **hub)
 
 
-def _model(spec: Task, model, device: torch.device, dtype: torch.dtype | None) -> torch.nn.Module:
+def _model(spec: Task, model, device: torch.device, dtype: torch.dtype | None, hub: dict) -> torch.nn.Module:
     if isinstance(model, torch.nn.Module):
         if not isinstance(model, spec.model_class):
             raise TypeError(f"this task needs a {spec.model_class.__name__}, got {type(model).__name__}")
         return model.to(device=device, dtype=dtype).eval()
     source = spec.default_model if model is None else model
-    return spec.model_class.from_pretrained(source, device=device, dtype=dtype)
+    return spec.model_class.from_pretrained(source, device=device, dtype=dtype, **hub)
 
 
 def _tokenizer(tokenizer, model) -> LxmertTokenizerFast:

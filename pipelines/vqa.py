@@ -53,10 +53,8 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
                 f"the LXMERT checkpoint's answer head has {config.num_qa_labels} answers but its answer list "
                 f"(config.id2label) has {len(config.id2label)}: they must match"
             )
-        if score_function not in SCORE_FUNCTIONS:
-            raise ValueError(f"score_function must be one of {SCORE_FUNCTIONS}, got {score_function!r}")
         super().__init__(model, tokenizer, reader, batch_size=batch_size, max_text_length=max_question_length)
-        self.score_function = score_function
+        self.score_function = check_score_function(score_function)
         self.answers = [config.id2label[i] for i in range(config.num_qa_labels)]
 
     @torch.inference_mode()
@@ -72,6 +70,7 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         features: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         allow_network: bool | None = None,
+        score_function: str | None = None,
     ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
         """Answer questions: [{"score", "answer"}, ...] (top_k, best first) per question.
 
@@ -86,14 +85,16 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
           features=(K, D), boxes=(K, 4) in [0, 1]    -> given region features and normalized boxes
         top_k: answers per question (>= 1; more than the model has gives them all).
         batch_size: images per detector pass and (image, question) pairs per LXMERT pass.
+        score_function: "sigmoid" or "softmax" for this call (default: the pipeline's, i.e. the task's).
         """
         top_k = check_top_k(top_k)
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
+        function = self.score_function if score_function is None else check_score_function(score_function)
         sources, pairs, single = self.parse(image, question, image_id, store, features, boxes)
         if not pairs:
             return []
         visual = self.visual_inputs(sources, batch_size, allow_network)
-        scores = self.run_pairs(visual, pairs, batch_size, self._probabilities)
+        scores = self.run_pairs(visual, pairs, batch_size, lambda inputs: self._probabilities(inputs, function))
         values, indices = scores.topk(min(top_k, len(self.answers)), dim=-1)
         results = [
             [{"score": score, "answer": self.answers[i]} for score, i in zip(row_scores, row_indices, strict=True)]
@@ -101,6 +102,12 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         ]
         return results[0] if single else results
 
-    def _probabilities(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _probabilities(self, inputs: dict[str, torch.Tensor], function: str) -> torch.Tensor:
         logits = self.model(**inputs).question_answering_score.float()
-        return logits.sigmoid() if self.score_function == "sigmoid" else logits.softmax(dim=-1)
+        return logits.sigmoid() if function == "sigmoid" else logits.softmax(dim=-1)
+
+
+def check_score_function(score_function: Any) -> str:
+    if score_function not in SCORE_FUNCTIONS:
+        raise ValueError(f"score_function must be one of {', '.join(SCORE_FUNCTIONS)}, got {score_function!r}")
+    return score_function

@@ -199,6 +199,19 @@ def test_unexpected_tensor_is_named(tmp_path, tools):
         LxmertForQuestionAnswering.from_pretrained(tmp_path, strict=False)
 
 
+def test_errors_quote_a_bounded_number_of_tensors(tmp_path, tools):
+    state = saved_state(tmp_path, tools)
+    for i in range(500):
+        state[f"lxmert.encoder.{'mystery' * 500}.{i}.weight"] = torch.zeros(1)
+    torch.save(state, tmp_path / "pytorch_model.bin")
+    with pytest.raises(CheckpointError, match=r"(?s)unexpected tensors .*\n  \.\.\. and 480 more$") as error:
+        LxmertForQuestionAnswering.from_pretrained(tmp_path)
+    assert len(str(error.value)) < 10_000  # 500 names of 3,500 characters each: 1.75 MB unbounded
+    with pytest.warns(UserWarning, match=r"ignored tensors .* and 490 more") as warned:
+        LxmertForQuestionAnswering.from_pretrained(tmp_path, strict=False)
+    assert len(str(warned[0].message)) < 5_000
+
+
 def test_truncated_checkpoints(tmp_path, tools):
     model = tiny_model(tools, LxmertModel)
     for safe in (True, False):
@@ -299,8 +312,10 @@ def test_offline_hub_error_names_the_id(monkeypatch):
     monkeypatch.setattr("huggingface_hub.hf_hub_download", offline)
     with pytest.raises(
         OSError, match=r"'unc-nlp/lxmert-vqa-uncased' is not a local folder .*hub is unreachable.*pass a local"
-    ):
+    ) as error:
         LxmertForQuestionAnswering.from_pretrained("unc-nlp/lxmert-vqa-uncased")
+    assert "huggingface-cli download unc-nlp/lxmert-vqa-uncased" in str(error.value)
+    assert "<id>" not in str(error.value)
 
 
 def test_unknown_repository(monkeypatch):

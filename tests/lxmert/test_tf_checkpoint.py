@@ -232,10 +232,53 @@ def test_misshaped_h5_dataset_is_named(tmp_path):
         h5["lxmert"].create_dataset(name, data=np.zeros(31, dtype=np.float32))
     with pytest.raises(
         CheckpointError,
-        match=r"pooler\.dense\.bias \(from lxmert/tf_lxmert_model/lxmert/pooler/dense/bias:0\): "
-        r"checkpoint \(31,\), model \(32,\)",
+        match=r"tf_model\.h5 does not fit the model's config: lxmert/tf_lxmert_model/lxmert/pooler/dense/bias:0 "
+        r"has shape \(31,\) but pooler\.dense\.bias is \(32,\)",
     ):
         lxmert.LxmertModel.from_pretrained(tmp_path / "model")
+
+
+@pytest.fixture
+def no_large_reads(monkeypatch):
+    """Fails a test whose code reads an h5 dataset of more than 10 million values (40 MB of float32)."""
+    original = h5py.Dataset.__getitem__
+
+    def read(dataset, selection):
+        assert dataset.size <= 10_000_000, f"read {dataset.name} of shape {dataset.shape}"
+        return original(dataset, selection)
+
+    monkeypatch.setattr(h5py.Dataset, "__getitem__", read)
+
+
+def test_huge_declared_dataset_is_refused_before_it_is_read(tmp_path, no_large_reads):
+    """A small file may declare a dataset of gigabytes (chunked, nothing written): its shape is compared
+    with the config's before anything is read."""
+    shutil.copytree(FIXTURE / "model", tmp_path / "model")
+    path = tmp_path / "model" / "tf_model.h5"
+    name = "tf_lxmert_model/lxmert/encoder/visn_fc/visn_fc/kernel:0"
+    with h5py.File(path, "r+") as h5:
+        expected = h5["lxmert"][name].shape
+        del h5["lxmert"][name]
+        h5["lxmert"].create_dataset(name, shape=(2_000_000, 1000), dtype="f4", chunks=(1, 1000))
+    assert path.stat().st_size < 2_000_000  # the 7.45 GiB are only declared
+    with pytest.raises(CheckpointError) as error:
+        lxmert.LxmertModel.from_pretrained(tmp_path / "model")
+    message = str(error.value)
+    assert str(path) in message and f"lxmert/{name} has shape (2000000, 1000)" in message
+    torch_shape = tuple(reversed(expected))
+    assert f"encoder.visn_fc.visn_fc.weight is {torch_shape}" in message
+    assert f"stores transposed as {expected}" in message
+
+
+def test_error_messages_quote_a_bounded_number_of_names(tmp_path):
+    path = copy_fixture(MODEL_H5, tmp_path)
+    long_scope = "x" * 5000
+    with h5py.File(path, "r+") as h5:
+        for i in range(300):
+            h5[f"lxmert/tf_lxmert_model/lxmert/{long_scope}{i}/kernel:0"] = np.zeros(1, dtype=np.float32)
+    with pytest.raises(CheckpointError, match="300 h5 dataset.* and 290 more") as error:
+        read_tf_checkpoint(path)
+    assert len(str(error.value)) < 5000
 
 
 # --- robustness: names and attributes --------------------------------------------------------------

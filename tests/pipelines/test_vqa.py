@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 
 import numpy as np
@@ -259,23 +258,6 @@ def test_url_needs_network_permission(vqa):
         vqa(image="https://example.com/cat.jpg", question=QUESTION)
 
 
-def test_url_is_fetched_when_allowed(vqa, images, monkeypatch):
-    data = images[0].read_bytes()
-
-    class Response(io.BytesIO):
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-    fetched = []
-    monkeypatch.setattr("urllib.request.urlopen", lambda url, timeout: fetched.append(url) or Response(data))
-    answers = vqa(image="https://example.com/dog.jpg", question=QUESTION, allow_network=True)
-    assert fetched == ["https://example.com/dog.jpg"]
-    assert_same_answers(vqa(image=str(images[0]), question=QUESTION), answers)
-
-
 def test_answer_list_must_match_the_head(vqa_dir, detector_dir):
     model = LxmertForQuestionAnswering.from_pretrained(vqa_dir)
     model.config.id2label = {0: "yes", 1: "no"}
@@ -302,10 +284,22 @@ def test_missing_checkpoint_offline_names_it(detector_dir, monkeypatch):
         pipeline("vqa", detector=detector_dir, device="cpu")
 
 
-def test_detector_and_model_feature_sizes_must_agree(vqa_dir, detector_dir):
+def test_detector_and_model_feature_sizes_must_agree(vqa_dir, detector_dir, tmp_path):
     model = LxmertForQuestionAnswering.from_pretrained(vqa_dir)
     wide = LxmertForQuestionAnswering(type(model.config).from_dict({**model.config.to_dict(), "visual_feat_dim": 2048}))
-    with pytest.raises(ValueError, match="256-d region features but the LXMERT model reads 2048-d"):
+    wide.save_pretrained(tmp_path / "wide")
+    with pytest.raises(ValueError) as error:
+        pipeline("vqa", model=tmp_path / "wide", detector=detector_dir, device="cpu")
+    message = str(error.value)
+    # Both widths, both sources (the checkpoints and their config keys), and what to use instead.
+    assert f"the detector '{detector_dir}' gives 256-d region features" in message
+    assert "8 x MODEL.RESNETS.RES2_OUT_CHANNELS = 8 x 32 in its config.yaml" in message
+    assert (
+        f"the LXMERT model '{tmp_path / 'wide'}' reads 2048-d features (visual_feat_dim in its config.json)" in message
+    )
+    assert "use a detector whose region features are 2048-d" in message
+    assert "an LXMERT checkpoint trained on 256-d features (visual_feat_dim=256)" in message
+    with pytest.raises(ValueError, match="the LXMERT model passed in .* reads 2048-d features"):
         pipeline("vqa", model=wide, detector=detector_dir, device="cpu")
 
 
