@@ -15,11 +15,18 @@ TSV time / store time (TSV size / store size).
     python benchmarks/bench_store.py                  # 10,000 images in a temporary directory
     python benchmarks/bench_store.py --images 2000 --dir /data/scratch
     python benchmarks/bench_store.py --chunks         # adaptive stores: random reads by chunk rows
+    python benchmarks/bench_store.py --checksums      # the cost of the records' checksums (layout 1.1)
+
+--checksums: 2,000 records of 36 x 2048, float16 and float32 stores written with the checksums and without
+(the checksum function replaced by a constant, in alternating rounds), then read with verification and
+without (``FeatureStore(path, verify_checksums=False)``), random reads cold and warm and in-order reads
+warm. Ratio = time without / time with (below 1: what the checksums cost).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import tempfile
 import time
@@ -114,15 +121,15 @@ def write_interleaved(tsv: Path, stores: dict[str, Path], count: int, rounds: in
     return {name: rate(per_round * rounds, total) for name, total in seconds.items()}
 
 
-def read_store_random(path: Path, order: list[str], cold: bool) -> float:
+def read_store_random(path: Path, order: list[str], cold: bool, verify: bool = True) -> float:
     if cold:
         drop_from_page_cache(path)
-    with FeatureStore(path) as store:
+    with FeatureStore(path, verify_checksums=verify) as store:
         return rate(len(order), timed(lambda: [store[image_id] for image_id in order]))
 
 
-def read_store_in_order(path: Path) -> float:
-    with FeatureStore(path) as store:
+def read_store_in_order(path: Path, verify: bool = True) -> float:
+    with FeatureStore(path, verify_checksums=verify) as store:
         return rate(len(store), timed(lambda: sum(1 for _ in store)))
 
 
@@ -222,15 +229,62 @@ def chunk_sizes(directory: Path, count: int) -> None:
         extract.store.ADAPTIVE_CHUNK_BOXES = default
 
 
+@contextlib.contextmanager
+def no_record_checksums():
+    """Writers compute no record checksum (they store 0): the write cost without them."""
+    original = extract.store._record_checksum
+    extract.store._record_checksum = lambda *fields: 0
+    try:
+        yield
+    finally:
+        extract.store._record_checksum = original
+
+
+def checksum_cost(directory: Path, count: int, rounds: int = 4) -> None:
+    order = [f"COCO_train2014_{i:012d}" for i in np.random.default_rng(1).permutation(count)]
+    rows: dict[str, dict[str, float]] = {}
+    for dtype in ("float16", "float32"):
+        paths = {checked: directory / f"{dtype}_{'with' if checked else 'without'}.h5" for checked in (False, True)}
+        seconds = dict.fromkeys(paths, 0.0)
+        per_round = count // rounds
+        for round_ in range(rounds):  # alternating: this disk slows down after some GB written
+            for checked, path in paths.items():
+                with contextlib.nullcontext() if checked else no_record_checksums():
+                    written = write_store(path, per_round, dtype, start=round_ * per_round, resume=round_ > 0)
+                seconds[checked] += per_round / written
+        rows[f"{dtype}: write (images/s)"] = {checked: per_round * rounds / total for checked, total in seconds.items()}
+        store = paths[True]  # both reads of the same file: with and without verification
+        for cold in (True, False):
+            rows[f"{dtype}: random read, {'cold' if cold else 'warm'} (images/s)"] = {
+                checked: read_store_random(store, order, cold, verify=checked) for checked in (False, True)
+            }
+        rows[f"{dtype}: in-order read, warm (images/s)"] = {
+            checked: read_store_in_order(store, verify=checked) for checked in (False, True)
+        }
+        for path in paths.values():
+            path.unlink()
+
+    print(f"\n{count} images, 36 boxes x 2048 features: the cost of the records' checksums\n")
+    print("| what | without checksums (reference) | with checksums | ratio |")
+    print("| --- | ---: | ---: | ---: |")
+    for name, values in rows.items():
+        print(f"| {name} | {values[False]:.0f} | {values[True]:.0f} | {values[True] / values[False]:.2f} |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--images", type=int, default=None, help="default: 10,000 (3,000 with --chunks)")
+    parser.add_argument(
+        "--images", type=int, default=None, help="default: 10,000 (3,000 with --chunks, 2,000 with --checksums)"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where to write the files (default: a temp dir)")
     parser.add_argument("--chunks", action="store_true", help="compare chunk sizes of adaptive stores instead")
+    parser.add_argument("--checksums", action="store_true", help="measure the cost of the checksums instead")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as directory:
         if args.chunks:
             chunk_sizes(Path(directory), args.images or 3000)
+        elif args.checksums:
+            checksum_cost(Path(directory), args.images or 2000)
         else:
             compare(Path(directory), args.images or 10_000)
 

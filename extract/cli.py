@@ -5,13 +5,16 @@
     lxmert-extract merge SHARD... --output STORE           one store from shard stores
     lxmert-extract tsv-import FILE.tsv --output STORE      an LXMERT TSV file into a store
     lxmert-extract tsv-export STORE --output FILE.tsv      and back
+    lxmert-extract verify STORE                            read every record of a store, report damage
 
-docs/extraction-jobs.md describes every option and the exit statuses.
+docs/extraction-jobs.md describes every option and the exit statuses. The subcommands never replace an
+output that another job is writing, and replace one (--overwrite) only once the new one is complete.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,15 +23,18 @@ from .images import DEFAULT_MAX_IMAGE_PIXELS
 
 PROG = "lxmert-extract"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-SUBCOMMANDS = ("merge", "tsv-import", "tsv-export")
+SUBCOMMANDS = ("merge", "tsv-import", "tsv-export", "verify")
 SHOWN_FAILURES = 10
+SHOWN_DAMAGED = 20
 
 USAGE = f"""\
 {PROG} INPUT... --output STORE [options]
        {PROG} --dataset NAME_OR_PATH [--split SPLIT] --output STORE [options]
        {PROG} merge SHARD... --output STORE [--overwrite]
        {PROG} tsv-import FILE.tsv --output STORE [--feature-dtype float32] [--num-boxes 10-100]
-       {PROG} tsv-export STORE --output FILE.tsv"""
+                 [--resume | --overwrite]
+       {PROG} tsv-export STORE --output FILE.tsv [--overwrite]
+       {PROG} verify STORE"""
 
 EXAMPLES = f"""\
 examples:
@@ -40,6 +46,7 @@ examples:
   {PROG} merge coco.shard-*-of-00008.h5 --output coco.h5
   torchrun --nnodes 4 --nproc_per_node 8 ... -m extract.jobs images/ --output coco.h5 --device cuda
   {PROG} tsv-import train2014_obj36.tsv --output train2014.h5
+  {PROG} verify train2014.h5
 
 exit status: 0 every input is in the store; 1 the job could not start or stopped (message on stderr;
 a stopped job resumes with --resume); 2 bad command line; 3 images failed (recorded in the store's
@@ -100,8 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="box selection (default: caffe, what LXMERT was trained on; see docs/extract.md)",
     )
     run = parser.add_argument_group("the job")
-    run.add_argument("--batch-size", type=int, default=8, help="images per detector call and per commit (default: 8)")
-    run.add_argument("--num-workers", type=int, default=2, help="processes decoding images (default: 2; 0: none)")
+    run.add_argument(
+        "--batch-size", type=_count(1), default=8, help="images per detector call and per commit (default: 8)"
+    )
+    run.add_argument("--num-workers", type=_count(0), default=2, help="processes decoding images (default: 2; 0: none)")
     run.add_argument(
         "--feature-dtype",
         choices=("float32", "float16"),
@@ -116,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="I/N", help="extract shard I of N (0 <= I < N) into STORE's shard file")
     run.add_argument(
         "--max-image-pixels",
-        type=int,
+        type=_count(0),
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metavar="N",
         help="refuse images of more pixels, before decoding (decompression bombs; default: "
@@ -125,6 +134,22 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--allow-errors", action="store_true", help="exit 0 even when images failed")
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
+
+
+def _count(least: int):
+    """An argparse type: an integer >= least (argparse's message then names the flag)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse
 
 
 def build_subcommand_parser(command: str) -> argparse.ArgumentParser:
@@ -138,17 +163,31 @@ def build_subcommand_parser(command: str) -> argparse.ArgumentParser:
         parser.description = "Copy an LXMERT TSV file of region features into a feature store."
         parser.add_argument("tsv", metavar="FILE.tsv")
         parser.add_argument("--output", "-o", required=True, metavar="STORE")
-        parser.add_argument("--feature-dtype", choices=("float32", "float16"), default="float32")
         parser.add_argument(
-            "--num-boxes", metavar="N|MIN-MAX", help="boxes per image the store takes (default: the first line's count)"
+            "--feature-dtype",
+            choices=("float32", "float16"),
+            help="of the stored features (default: float32; with --resume: the store's)",
+        )
+        parser.add_argument(
+            "--num-boxes",
+            metavar="N|MIN-MAX",
+            help="boxes per image the store takes (default: the first line's count; with --resume: the store's)",
         )
         parser.add_argument("--resume", action="store_true", help="continue an interrupted import")
-        parser.add_argument("--overwrite", action="store_true", help="replace an existing STORE")
-    else:
+        parser.add_argument(
+            "--overwrite", action="store_true", help="replace an existing STORE, once the whole file is imported"
+        )
+    elif command == "tsv-export":
         parser.description = "Write a feature store as an LXMERT TSV file."
         parser.add_argument("store", metavar="STORE")
         parser.add_argument("--output", "-o", required=True, metavar="FILE.tsv")
         parser.add_argument("--overwrite", action="store_true", help="replace an existing FILE.tsv")
+    else:
+        parser.description = (
+            "Read every record and error line of a feature store and report those that cannot be read "
+            "(exit status 0: none, 1: some, or the file is not a store)."
+        )
+        parser.add_argument("store", metavar="STORE")
     return parser
 
 
@@ -165,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .store import StoreError
     from .tsv import TSVFormatError
 
+    name = PROG if command == "extract" else f"{PROG} {command}"
     try:
         if command == "extract":
             return _extract(args)
@@ -172,13 +212,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _merge(args)
         if command == "tsv-import":
             return _tsv_import(args)
-        return _tsv_export(args)
+        if command == "tsv-export":
+            return _tsv_export(args)
+        return _verify(args)
     except (InputError, JobError, StoreError, CheckpointError, ConfigError, TSVFormatError, OSError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
+        print(f"{name}: error: {error}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted; every committed batch is in the store: run again with --resume", file=sys.stderr)
+        print(f"{name}: interrupted; {_after_interrupt(command, args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _after_interrupt(command: str, args: argparse.Namespace) -> str:
+    if command == "extract" or (command == "tsv-import" and not args.overwrite):
+        return "every committed batch is in the store: run again with --resume"
+    if command == "verify":
+        return "nothing was changed"
+    return f"{args.output} is as it was"  # written aside and moved into place at the end
 
 
 def _extract(args: argparse.Namespace) -> int:
@@ -246,64 +296,124 @@ def _extract(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _merge(args: argparse.Namespace) -> int:
-    from .store import FeatureStore, merge
+def _output_file(output: str) -> Path:
+    """The file that --output names: a symlink's target (the link stays); its folder must exist."""
+    from .jobs import InputError
 
-    output = merge(args.shards, args.output, overwrite=args.overwrite)
-    with FeatureStore(output) as store:
-        images, errors = len(store), len(store.errors())
-    print(f"{PROG} merge: {len(args.shards)} shards, {images} images, {errors} errors -> {output}")
+    path = Path(os.path.realpath(output))
+    if path.is_dir():
+        raise InputError(f"--output {output} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise InputError(f"--output {output}: the folder {path.parent} does not exist")
+    return path
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from .jobs import InputError
+    from .store import FeatureStore, merge, output_lock
+
+    output = _output_file(args.output)
+    with output_lock(output):  # merge takes it too; held here so that the checks below stay true
+        if output.exists() and not args.overwrite:
+            raise InputError(f"{args.output} already exists; pass --overwrite to replace it")
+        for shard in args.shards:
+            if output.exists() and os.path.exists(shard) and os.path.samefile(shard, output):
+                raise InputError(f"--output {args.output} is also one of the shards ({shard}): merge into a new file")
+        merge(args.shards, output, overwrite=args.overwrite)
+        with FeatureStore(output) as store:
+            images, errors = len(store), len(store.errors())
+    print(f"{PROG} merge: {len(args.shards)} shards, {images} images, {errors} errors -> {args.output}")
     return EXIT_OK
 
 
 def _tsv_import(args: argparse.Namespace) -> int:
     from .jobs import InputError
-    from .store import StoreMetadata, box_range
-    from .tsv import import_tsv, read_tsv
+    from .store import FeatureStore, box_range, output_lock
+    from .tsv import TSVFormatError, import_tsv
 
-    output = Path(args.output)
     if args.resume and args.overwrite:
         raise InputError("pass --resume or --overwrite, not both")
-    if output.exists() and not (args.resume or args.overwrite):
-        raise FileExistsError(f"{output} already exists; pass --resume to continue it or --overwrite to replace it")
-    metadata = None
     if args.num_boxes is not None:
         try:
             box_range(args.num_boxes)
-        except ValueError as error:
-            raise InputError(str(error)) from None
-        first = next(read_tsv(args.tsv), None)
-        metadata = StoreMetadata(
-            num_boxes=args.num_boxes,
-            rule="unknown",
-            detector_config={"imported_from": Path(args.tsv).name},
-            checkpoint_sha256="unknown",
-            feature_dim=2048 if first is None else first.features.shape[1],
-        )
-    if args.overwrite:
-        output.unlink(missing_ok=True)
-    count = import_tsv(args.tsv, output, metadata=metadata, feature_dtype=args.feature_dtype, resume=args.resume)
-    print(f"{PROG} tsv-import: {count} images -> {output}")
+        except ValueError:
+            raise InputError(f"--num-boxes {args.num_boxes}: expected a count like 36 or a range like 10-100") from None
+    output = _output_file(args.output)
+    with output_lock(output):  # import_tsv takes it too; held here so that the checks below stay true
+        if output.exists() and not (args.resume or args.overwrite):
+            raise InputError(f"{args.output} already exists; pass --resume to continue it or --overwrite to replace it")
+        num_boxes, feature_dtype = args.num_boxes, args.feature_dtype or "float32"
+        if args.resume and output.exists():  # continue with the store's settings unless told otherwise
+            with FeatureStore(output) as store:
+                num_boxes = num_boxes or store.metadata.num_boxes
+                feature_dtype = args.feature_dtype or store.feature_dtype
+        try:
+            count = import_tsv(
+                args.tsv,
+                output,
+                num_boxes=num_boxes,
+                feature_dtype=feature_dtype,
+                resume=args.resume,
+                overwrite=args.overwrite,
+            )
+        except TSVFormatError as error:
+            if args.overwrite or not output.exists():
+                raise
+            raise TSVFormatError(
+                f"{error}; {args.output} keeps the lines before it: fix the file and run again with --resume"
+            ) from None
+    print(f"{PROG} tsv-import: {count} images -> {args.output}")
     return EXIT_OK
 
 
 def _tsv_export(args: argparse.Namespace) -> int:
+    from .jobs import InputError
     from .store import FeatureStore
     from .tsv import export_tsv
 
-    if Path(args.output).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.output} already exists; pass --overwrite to replace it")
+    output = _output_file(args.output)
+    if output.exists() and not args.overwrite:
+        raise InputError(f"{args.output} already exists; pass --overwrite to replace it")
     with FeatureStore(args.store) as store:
         feature_dtype = store.feature_dtype
+    if output.exists() and os.path.samefile(args.store, output):
+        raise InputError(f"--output {args.output} is the store {args.store} itself; give another file name")
     if feature_dtype == "float16":
         print(
             f"{PROG} tsv-export: note: {args.store} keeps float16 features; the TSV holds them as float32, with "
             "the float16 rounding (a store imported as float32 gives the original file back byte for byte)",
             file=sys.stderr,
         )
-    count = export_tsv(args.store, args.output)
+    count = export_tsv(args.store, output)
     print(f"{PROG} tsv-export: {count} images -> {args.output}")
     return EXIT_OK
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .store import FeatureStore, verify
+
+    # Opened once first, so that a file that is no store (or one too damaged to open, or missing, or being
+    # written) is one error line, like every other refusal; verify() then reads every record.
+    FeatureStore(args.store).close()
+    report = verify(args.store)
+    checked = f"{report.images_checked} images and {report.errors_checked} error lines"
+    how = "against their checksums" if report.checksums else "for readability (a layout 1.0 store has no checksums)"
+    if report.ok:
+        print(f"{PROG} verify: {args.store}: {checked} checked {how}: no damage found")
+        return EXIT_OK
+    print(
+        f"{PROG} verify: {args.store}: {checked} checked {how}: {len(report.damaged)} damaged record(s), "
+        f"{len(report.problems)} other problem(s)"
+    )
+    for image_id, reason in list(report.damaged.items())[:SHOWN_DAMAGED]:
+        print(f"  damaged {image_id}: {reason}")
+    if len(report.damaged) > SHOWN_DAMAGED:
+        print(f"  ... and {len(report.damaged) - SHOWN_DAMAGED} more damaged records")
+    for problem in report.problems[:SHOWN_DAMAGED]:
+        print(f"  problem: {problem}")
+    if len(report.problems) > SHOWN_DAMAGED:
+        print(f"  ... and {len(report.problems) - SHOWN_DAMAGED} more problems")
+    return EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import json
 import pickle
 import subprocess
 import sys
+import zlib
 from datetime import datetime
 from pathlib import Path
 
@@ -60,6 +61,19 @@ def write_store(path, records, num_boxes="10-100", feature_dtype="float16", batc
     return path
 
 
+def rewrite_settings(path, **changes) -> None:
+    """Change settings of a store as its writer would have written them (docs/feature-store.md): the root
+    attribute, and the JSON text of the dataset "settings" with its CRC-32 in settings_checksum."""
+    with h5py.File(path, "a") as file:
+        settings = json.loads(file["settings"][()].tobytes()) | changes
+        text = json.dumps(settings, sort_keys=True).encode()
+        del file["settings"]
+        file["settings"] = np.frombuffer(text, np.uint8)
+        file.attrs.modify("settings_checksum", np.int64(zlib.crc32(text)))
+        for name, value in changes.items():
+            file.attrs[name] = value
+
+
 def assert_record_equal(stored: FeatureRecord, expected: dict, feature_dtype: str = "float16") -> None:
     assert stored.id == expected["id"]
     assert (stored.height, stored.width) == (expected["height"], expected["width"])
@@ -102,6 +116,46 @@ def test_store_metadata(tmp_path):
         assert file.attrs["layout"] == "lxmert-feature-store"
         assert json.loads(file.attrs["detector_config"])["score_thresh_test"] == 0.2
         assert file.attrs["num_boxes"] == "10-100" and file.attrs["feature_dtype"] == "float16"
+
+
+def test_id_scheme_is_stored_and_must_match_to_resume_or_merge(tmp_path):
+    path = tmp_path / "stem.h5"
+    with StoreWriter(path, metadata=metadata(id_scheme="stem")) as writer:
+        writer.append([record(0)])
+    with FeatureStore(path) as store:
+        assert store.metadata.id_scheme == "stem"
+    with h5py.File(path, "r") as file:
+        assert file.attrs["id_scheme"] == "stem"
+    with pytest.raises(StoreError, match=r"different settings \(id_scheme: store has 'stem', writer has 'path'\)"):
+        StoreWriter(path, metadata=metadata(id_scheme="path"), resume=True)
+    with StoreWriter(path, metadata=metadata(), resume=True) as writer:  # "unknown": nothing to compare
+        writer.append([record(1)])
+
+    with StoreWriter(tmp_path / "path.h5", metadata=metadata(id_scheme="path")) as writer:
+        writer.append([record(2)])
+    with pytest.raises(StoreError, match=r"id_scheme: store has 'stem', path\.h5 has 'path'"):
+        merge([path, tmp_path / "path.h5"], tmp_path / "all.h5")
+    write_store(tmp_path / "unknown.h5", [record(3)])  # id_scheme "unknown"
+    with StoreWriter(tmp_path / "unknown.h5", metadata=metadata(id_scheme="path"), resume=True) as writer:
+        writer.append([record(4)])
+    merge([tmp_path / "unknown.h5", path], tmp_path / "all.h5")
+    with FeatureStore(tmp_path / "all.h5") as merged:
+        assert merged.metadata.id_scheme == "stem"  # the one scheme that is known
+        assert merged.ids() == [record(i)["id"] for i in (3, 4, 0, 1)]
+    with pytest.raises(ValueError, match="id_scheme must be a non-empty str"):
+        metadata(id_scheme="")
+
+
+def test_feature_record_repr_shows_shapes_not_values():
+    fields = record(0, 36) | {"normalized_boxes": None}
+    text = repr(FeatureRecord(**fields))
+    assert text == (
+        "FeatureRecord(id='COCO_val2014_000000000000', height=300, width=400, num_boxes=36, "
+        "features=float32(36, 16), boxes=float32(36, 4), normalized_boxes=None, object_ids=int64(36,), "
+        "object_scores=float32(36,), attribute_ids=int64(36,), attribute_scores=float32(36,))"
+    )
+    as_torch = FeatureRecord(**fields | {"features": torch.zeros(36, 16, dtype=torch.float16)})
+    assert "features=float16(36, 16)" in repr(as_torch)
 
 
 def test_detector_config_may_be_a_dataclass(tmp_path):
@@ -163,15 +217,17 @@ def test_chunks_hold_about_one_image_and_the_format_survives_kills(tmp_path):
     with h5py.File(tmp_path / "fixed.h5", "r") as fixed, h5py.File(tmp_path / "adaptive.h5", "r") as adaptive:
         assert fixed["boxes/features"].chunks == (36, DIM)
         assert adaptive["boxes/features"].chunks == (32, DIM)
-        datasets = []
-        adaptive.visititems(lambda name, item: datasets.append(name) if isinstance(item, h5py.Dataset) else None)
-    # The crash-safety choices of extract/store.py (_DATASET_FORMAT): the default superblock (version 0,
-    # no "open for write" flag) and an extensible-array chunk index (header signature "EAHD") for every
-    # dataset; the only v1 B-tree node ("TREE") is the root group's symbol table.
+        chunked = []
+        adaptive.visititems(lambda name, item: chunked.append(name) if getattr(item, "chunks", None) else None)
+    # The crash-safety choices of extract/store.py (_DATASET_FORMAT, _create_store): superblock version 2
+    # (a checksum; no "open for write" flag, which version 3 has), an extensible-array chunk index (header
+    # signature "EAHD") for every chunked dataset, and no v1 structure (B-tree "TREE", local heap "HEAP":
+    # no checksums); the root object header is version 2 ("OHDR", with a checksum) and comes first.
     data = (tmp_path / "adaptive.h5").read_bytes()
-    assert data[8] == 0
-    assert data.count(b"EAHD") == len(datasets) == 13
-    assert data.count(b"TREE") == 1
+    assert data[8] == 2
+    assert data.count(b"EAHD") == len(chunked) == 16
+    assert data.count(b"TREE") == data.count(b"HEAP") == 0
+    assert data[48:52] == b"OHDR"
 
 
 def test_a_commit_changes_only_new_rows_and_counter_bytes_in_the_first_page(tmp_path):
@@ -194,7 +250,7 @@ def test_a_commit_changes_only_new_rows_and_counter_bytes_in_the_first_page(tmp_
         datasets = []
         file.visititems(lambda name, item: datasets.append(item) if isinstance(item, h5py.Dataset) else None)
         for dataset in datasets:
-            for index in range(dataset.id.get_num_chunks()):
+            for index in range(dataset.id.get_num_chunks() if dataset.chunks else 0):
                 chunk = dataset.id.get_chunk_info(index)
                 chunk_bytes[chunk.byte_offset : chunk.byte_offset + chunk.size] = True
     outside = changed[~chunk_bytes[changed]]
@@ -323,8 +379,8 @@ def test_a_kill_during_a_growth_is_repaired_when_resumed(tmp_path, monkeypatch):
     grow, then put back the superblock's end-of-allocation address from before the growth and the mark
     that the writer sets during a growth."""
     path = write_store(tmp_path / "s.h5", [record(i, 50) for i in range(8)])
-    superblock = path.read_bytes()[:48]
-    assert superblock[8] == 0 and superblock[13] == 8  # version 0; 8-byte addresses: end of allocation at 40
+    superblock = path.read_bytes()[:48]  # version 2: end of allocation at 28 (8 bytes), a checksum at 44
+    assert superblock[8] == 2 and superblock[9] == 8
     with StoreWriter(path, metadata=metadata(), resume=True) as writer, monkeypatch.context() as patch:
         writes, original = [], h5py.Dataset.__setitem__
 
@@ -340,7 +396,7 @@ def test_a_kill_during_a_growth_is_repaired_when_resumed(tmp_path, monkeypatch):
     with h5py.File(path, "a") as file:
         file.attrs.modify("growth_in_progress", np.int64(1))
     data = bytearray(path.read_bytes())
-    data[40:48] = superblock[40:48]
+    data[:48] = superblock
     path.write_bytes(bytes(data))
 
     with FeatureStore(path) as store:  # readers see every committed record
@@ -366,8 +422,7 @@ def test_a_kill_during_a_growth_is_repaired_when_resumed(tmp_path, monkeypatch):
 
 def test_newer_major_layout_version_is_refused_naming_both_versions(tmp_path):
     path = write_store(tmp_path / "s.h5", [record(0)])
-    with h5py.File(path, "a") as file:
-        file.attrs["layout_version"] = "2.0"
+    rewrite_settings(path, layout_version="2.0")
     with pytest.raises(
         StoreError, match=rf"s\.h5 has feature-store layout version 2\.0.*reads version {LAYOUT_VERSION}"
     ):
@@ -378,10 +433,9 @@ def test_newer_major_layout_version_is_refused_naming_both_versions(tmp_path):
 
 def test_newer_minor_layout_version_is_read_but_not_appended_to(tmp_path):
     path = write_store(tmp_path / "s.h5", [record(0)])
-    with h5py.File(path, "a") as file:
-        file.attrs["layout_version"] = "1.9"
+    rewrite_settings(path, layout_version="1.9")
     assert len(FeatureStore(path)) == 1
-    with pytest.raises(StoreError, match=r"layout version 1\.9; this library appends to 1\.0 only"):
+    with pytest.raises(StoreError, match=r"layout version 1\.9; this library appends to versions up to 1\.1 only"):
         StoreWriter(path, metadata=metadata(), resume=True)
 
 
@@ -427,6 +481,9 @@ def test_duplicate_ids_are_reported_and_nothing_of_the_batch_is_written(tmp_path
         ({"boxes": np.zeros((20, 5), np.float32)}, r"boxes must have shape \(20, 4\)"),
         ({"features": np.full((20, DIM), 1e5, np.float32)}, r"exceeds the float16 range"),
         ({"id": "two\nlines"}, r"non-empty str without newlines"),
+        ({"height": 0}, r"height must be a positive integer \(pixels\), got 0"),
+        ({"width": 2**31}, r"width must be a positive integer \(pixels\), got 2147483648"),
+        ({"height": 480.5}, r"height must be a positive integer \(pixels\), got 480.5"),
     ],
 )
 def test_malformed_records_are_refused_naming_the_image(tmp_path, changes, message):

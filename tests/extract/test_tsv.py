@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from extract.store import DuplicateIdError, FeatureRecord, FeatureStore, StoreMetadata
+from extract.store import FeatureRecord, FeatureStore, StoreMetadata
 from extract.tsv import TSVFormatError, decode_line, encode_line, export_tsv, import_tsv, read_tsv, write_tsv
 
 CAFFE_TSV = Path(__file__).resolve().parents[1] / "fixtures" / "tsv" / "coco_train2014_obj36_caffe.tsv"
@@ -118,9 +118,14 @@ def test_adaptive_tsv_round_trip(tmp_path):
     assert [FeatureStore(tmp_path / "adaptive.h5")[f"adaptive_{i}"].num_boxes for i in range(4)] == [10, 57, 100, 23]
     export_tsv(tmp_path / "adaptive.h5", tmp_path / "exported.tsv")
     assert (tmp_path / "exported.tsv").read_bytes() == (tmp_path / "adaptive.tsv").read_bytes()
-    # without metadata the first line's count is taken as the store's fixed count
-    with pytest.raises(ValueError, match=r"image 'adaptive_1' has 57 boxes; this store takes 10"):
+    # without metadata the first line's count is taken as the store's fixed count; the line before the
+    # first misfit is committed, so that a resumed import continues after it
+    with pytest.raises(
+        TSVFormatError, match=r"adaptive\.tsv, line 2 \(image 'adaptive_1'\): field num_boxes is 57; the store takes 10"
+    ):
         import_tsv(tmp_path / "adaptive.tsv", tmp_path / "fixed.h5")
+    with FeatureStore(tmp_path / "fixed.h5") as store:
+        assert store.ids() == ["adaptive_0"]
 
 
 def test_python_bytes_repr_fields_and_unix_line_ends_are_read(tmp_path):
@@ -140,7 +145,7 @@ def test_python_bytes_repr_fields_and_unix_line_ends_are_read(tmp_path):
     ("field", "value", "message"),
     [
         (None, None, r"line 2: 9 tab-separated fields, expected 10"),
-        (7, b"35", r"line 2 \(image 'COCO_train2014_000000573195'\): object_ids holds 36 values, which does not fit"),
+        (7, b"35", r"line 2 \(image 'COCO_train2014_000000573195'\): field objects_id holds 36 values, which does not"),
         (1, b"4x", r"line 2 .*img_h, img_w and num_boxes must be integers"),
         (9, b"AAAA!!!", r"line 2 .*field features: 3 bytes is not a whole number of float32 values"),
         (4, b"A", r"line 2 .*field objects_conf: not valid base64"),
@@ -159,11 +164,15 @@ def test_malformed_lines_are_reported_with_file_and_line(tmp_path, field, value,
         list(read_tsv(tmp_path / "bad.tsv"))
 
 
-def test_duplicate_ids_in_a_tsv_are_reported(tmp_path):
+def test_duplicate_ids_in_a_tsv_are_reported_with_both_lines(tmp_path):
     lines = caffe_lines()
     (tmp_path / "twice.tsv").write_bytes(b"".join(line + b"\r\n" for line in [*lines[:3], lines[1]]))
-    with pytest.raises(DuplicateIdError, match="COCO_train2014_000000573195"):
+    with pytest.raises(
+        TSVFormatError, match=r"twice\.tsv, line 4: image id 'COCO_train2014_000000573195' is also on line 2"
+    ):
         import_tsv(tmp_path / "twice.tsv", tmp_path / "twice.h5", batch_size=2)
+    with FeatureStore(tmp_path / "twice.h5") as store:  # the three lines before it, the last one uncommitted before
+        assert store.ids() == [line.split(b"\t")[0].decode() for line in lines[:3]]
 
 
 def test_empty_tsv(tmp_path):
