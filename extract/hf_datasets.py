@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from .extractor import RegionFeatureExtractor
 from .images import ImageInput, ImageLoadError, load_image
-from .jobs import InputError, regions_to_record
+from .jobs import InputError, regions_to_record, weights_sha256
 from .selection import parse_num_boxes
 
 FEATURE_COLUMNS = (
@@ -190,8 +189,5 @@ def add_region_features(
 
 
 def _weights_digest(extractor: RegionFeatureExtractor) -> bytes:
-    digest = hashlib.sha256(json.dumps(extractor.config.__dict__, sort_keys=True, default=str).encode())
-    for name, tensor in sorted(extractor.detector.state_dict().items()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
-    return digest.digest()
+    config = json.dumps(extractor.config.__dict__, sort_keys=True, default=str)
+    return hashlib.sha256(config.encode() + weights_sha256(extractor.detector.state_dict()).encode()).digest()

@@ -15,7 +15,9 @@ worker would keep the file locked after a kill of the main process, until the or
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import glob
 import hashlib
 import os
@@ -23,7 +25,7 @@ import queue
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -37,7 +39,16 @@ from .extractor import RegionFeatureExtractor, RegionFeatures, resolve_device
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 from .preprocess import output_size
 from .selection import RULES, parse_num_boxes
-from .store import FEATURE_DTYPES, FeatureStore, StoreError, StoreMetadata, StoreWriter, box_range, merge
+from .store import (
+    FEATURE_DTYPES,
+    FeatureStore,
+    StoreError,
+    StoreMetadata,
+    StoreWriter,
+    box_range,
+    merge,
+    output_lock,
+)
 
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
@@ -97,7 +108,9 @@ def list_images(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, id_f
     starting with ``#`` are skipped; a listed file that is missing becomes an error record).
     id_from: "stem" (the file name without its extension) or "path" (the path relative to the folder,
     list file's folder or glob's fixed leading folder it was found through, with its extension, "/"
-    separators). Two inputs with one id raise InputError listing them.
+    separators). Two inputs with one id raise InputError listing them. A file whose name cannot be an id
+    (one line of UTF-8 text) is listed as an `UnnamedImage`, which the job records in the error table under
+    its name with \\xNN and \\n escapes. A folder that cannot be read raises InputError (it is not skipped).
     """
     if id_from not in ID_FROM:
         raise InputError(f"id_from={id_from!r}: expected one of {', '.join(ID_FROM)}")
@@ -113,12 +126,7 @@ def list_images(inputs: str | os.PathLike | Sequence[str | os.PathLike], *, id_f
     found: list[tuple[Path, Path]] = []  # (file, root its id is relative to)
     for item in inputs:
         found.extend(_expand(os.fspath(item)))
-    items = [(_image_id(path, root, id_from), str(path)) for path, root in found]
-    multiline = [source for image_id, source in items if "\n" in image_id]
-    if multiline:
-        raise InputError(
-            f"image ids are one line of text: rename the files with a newline in their name {multiline[:10]}"
-        )
+    items = [_item(path, root, id_from) for path, root in found]
     _refuse_duplicates(items, id_from)
     return items
 
@@ -129,7 +137,7 @@ def _expand(item: str) -> list[tuple[Path, Path]]:
         files = _images_in_folder(path)
         if not files:
             raise InputError(
-                f"no images in folder {path} (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case)"
+                f"no images in folder {_shown(path)} (searched recursively for {', '.join(IMAGE_EXTENSIONS)}, any case)"
             )
         return [(file, path) for file in files]
     if path.is_file():
@@ -138,19 +146,41 @@ def _expand(item: str) -> list[tuple[Path, Path]]:
         if path.suffix.lower() in IMAGE_EXTENSIONS:
             return [(path, path.parent)]
         raise InputError(
-            f"{path} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a {LIST_SUFFIX} list of image paths"
+            f"{_shown(path)} is neither an image ({', '.join(IMAGE_EXTENSIONS)}) nor a {LIST_SUFFIX} list of image "
+            "paths"
         )
     if glob.has_magic(item):
         files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(p))
         if not files:
-            raise InputError(f"the pattern {item!r} matches no files")
+            raise InputError(f"the pattern {_shown(item)} matches no files")
         return [(file, _glob_root(item)) for file in files]
-    raise InputError(f"{item} does not exist (expected an image, a folder, a glob or a {LIST_SUFFIX} list of paths)")
+    raise InputError(
+        f"{_shown(path)}: {_why_unusable(path)} (expected an image, a folder, a glob or a {LIST_SUFFIX} list of paths)"
+    )
+
+
+def _why_unusable(path: Path) -> str:
+    """What the OS says of a path that is neither a file nor a folder (a symlink loop is not "missing")."""
+    try:
+        path.stat()
+    except OSError as error:
+        if error.errno == errno.ENOENT:
+            return "does not exist" if not path.is_symlink() else "is a symlink to a missing file"
+        if error.errno == errno.ELOOP:
+            return "is a symlink loop"
+        return error.strerror or str(error)
+    return "is not a regular file or folder"
 
 
 def _images_in_folder(folder: Path) -> list[Path]:
+    def refuse(error: OSError) -> None:  # os.walk would skip an unreadable folder silently
+        raise InputError(
+            f"cannot read the folder {_shown(error.filename)} ({error.strerror}): its images would be left out; "
+            "fix its permissions or move it out of the input folder"
+        )
+
     files = []
-    for directory, subfolders, names in os.walk(folder):
+    for directory, subfolders, names in os.walk(folder, onerror=refuse):
         subfolders[:] = [name for name in subfolders if not name.startswith(".")]
         files.extend(
             Path(directory, name)
@@ -161,11 +191,13 @@ def _images_in_folder(folder: Path) -> list[Path]:
 
 
 def _images_in_list(list_file: Path) -> list[tuple[Path, Path]]:
+    """Paths are bytes to the OS: the list is split at newlines only (a form feed or other separator is part
+    of a name) and decoded like file names, so a name that is not UTF-8 becomes that image's error record."""
     root = list_file.parent
-    lines = [line.strip() for line in list_file.read_text(encoding="utf-8").splitlines()]
+    lines = [os.fsdecode(line).strip() for line in list_file.read_bytes().split(b"\n")]
     files = [root / Path(line).expanduser() for line in lines if line and not line.startswith("#")]
     if not files:
-        raise InputError(f"the list {list_file} names no images (one path per line)")
+        raise InputError(f"the list {_shown(list_file)} names no images (one path per line)")
     return [(file, root) for file in files]
 
 
@@ -175,10 +207,35 @@ def _glob_root(pattern: str) -> Path:
     return Path(*fixed) if fixed else Path(".")
 
 
-def _image_id(path: Path, root: Path, id_from: str) -> str:
-    if id_from == "stem":
-        return path.stem
-    return os.path.relpath(path, root).replace(os.sep, "/")
+class UnnamedImage(str):
+    """The path of a listed image whose name cannot be an image id, which is one line of UTF-8 text (a file
+    name in another encoding, or with a newline): the job records it in the error table, under its name
+    with \\xNN and \\n escapes, and stores the other images."""
+
+
+def _item(path: Path, root: Path, id_from: str) -> ImageItem:
+    image_id = path.stem if id_from == "stem" else os.path.relpath(path, root).replace(os.sep, "/")
+    if _is_text(image_id) and "\n" not in image_id:
+        return image_id, str(path)
+    return _one_line(image_id), UnnamedImage(path)
+
+
+def _is_text(name: str | os.PathLike) -> bool:
+    """Whether a name the OS gave (surrogate escapes for bytes that are not UTF-8) is valid UTF-8 text."""
+    try:
+        os.fspath(name).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _one_line(name: str | os.PathLike) -> str:
+    return _shown(name).replace("\n", "\\n")
+
+
+def _shown(name: str | os.PathLike) -> str:
+    """A name as printable UTF-8 text: bytes that are not UTF-8 as \\xNN escapes."""
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
 
 
 def _refuse_duplicates(items: list[ImageItem], id_from: str) -> None:
@@ -311,6 +368,12 @@ class DecodedImages(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, torch.Tensor | str]:
         image_id, source = self.items[index]
+        if isinstance(source, UnnamedImage):
+            problem = "has a newline" if _is_text(source) else "is not valid UTF-8"
+            return image_id, (
+                f"{_one_line(source)}: the file name {problem}, and an image id is one line of UTF-8 text; rename "
+                "the file and run the job again with --resume"
+            )
         try:
             if self.rows is None:
                 pixels = load_image(source, max_image_pixels=self.max_image_pixels)
@@ -324,7 +387,7 @@ class DecodedImages(torch.utils.data.Dataset):
             reason = str(error) if isinstance(error, ValueError) else f"{type(error).__name__}: {error}"
             if self.rows is not None:
                 return image_id, f"row {source}: {reason}"
-            return image_id, reason if isinstance(error, ImageLoadError) else f"{source}: {reason}"
+            return image_id, reason if isinstance(error, ImageLoadError) else f"{_shown(source)}: {reason}"
         return image_id, torch.from_numpy(pixels)
 
 
@@ -361,18 +424,32 @@ def load_extractor(
     detector: str | os.PathLike, *, device: str | torch.device | None = None, dtype: str = "float32"
 ) -> tuple[RegionFeatureExtractor, str]:
     """The extractor (convolutions in ``dtype``; resizing on the device when that is a GPU: bit-identical
-    to Pillow's, and off the main process's CPU) and the SHA-256 of the weights file it was loaded from."""
+    to Pillow's, and off the main process's CPU) and the `weights_sha256` of the weights as loaded, before
+    any conversion to ``dtype`` (the same weights in any checkpoint format give the same hash)."""
     if dtype not in COMPUTE_DTYPES:
         raise InputError(f"dtype={dtype!r}: expected one of {', '.join(COMPUTE_DTYPES)}")
     device = resolve_device(device)
-    weights, _ = locate_checkpoint(detector, {}, need_config=False)
     extractor = RegionFeatureExtractor.from_pretrained(
-        detector, device=device, dtype=COMPUTE_DTYPES[dtype], resize="exact" if device.type == "cpu" else "fast"
+        detector, device=device, resize="exact" if device.type == "cpu" else "fast"
     )
-    return extractor, file_sha256(weights)
+    weights = weights_sha256(extractor.detector.state_dict())
+    extractor.detector.set_compute_dtype(COMPUTE_DTYPES[dtype])
+    return extractor, weights
+
+
+def weights_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """SHA-256 of a state dict: each tensor's name, dtype, shape and bytes, in name order. Unlike the hash of
+    a file, it does not depend on the checkpoint format the weights came in (.pkl, .safetensors, .bin)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(tensors.items()):
+        values = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}\0{str(values.dtype).removeprefix('torch.')}\0{tuple(values.shape)}\0".encode())
+        digest.update(values.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
 
 
 def file_sha256(path: str | os.PathLike) -> str:
+    """SHA-256 of a file's bytes: how stores of earlier versions named their detector weights."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         while block := file.read(1 << 24):
@@ -392,7 +469,7 @@ def box_setting(num_boxes: int | str | tuple[int, int] | None, rule: str, detect
         if num_boxes is not None:
             raise InputError(
                 f"the d2 rule keeps up to the config's detections_per_image ({detections_per_image}) boxes and "
-                "takes no num_boxes"
+                "takes no --num-boxes (num_boxes)"
             )
         return f"1-{detections_per_image}", 36
     num_boxes = 36 if num_boxes is None else num_boxes
@@ -403,13 +480,20 @@ def box_setting(num_boxes: int | str | tuple[int, int] | None, rule: str, detect
     return (str(low), low) if low == high else (f"{low}-{high}", (low, high))
 
 
-def job_metadata(extractor: RegionFeatureExtractor, spec: str, rule: str, checkpoint_sha256: str) -> StoreMetadata:
+def job_metadata(
+    extractor: RegionFeatureExtractor, spec: str, rule: str, checkpoint_sha256: str, *, id_scheme: str = "unknown"
+) -> StoreMetadata:
     """StoreMetadata of a job: its num_boxes spec and rule, the detector's config (with the input sizes the
-    extractor runs at) plus its compute dtype, the weights' hash, the feature width."""
+    extractor runs at) plus its compute dtype, the weights' hash, the feature width, how ids were made."""
     config = {**dataclasses.asdict(extractor.config), "compute_dtype": str(extractor.dtype).removeprefix("torch.")}
     feature_dim = extractor.detector.roi_heads.box_predictor.cls_score.in_features
     return StoreMetadata(
-        num_boxes=spec, rule=rule, detector_config=config, checkpoint_sha256=checkpoint_sha256, feature_dim=feature_dim
+        num_boxes=spec,
+        rule=rule,
+        detector_config=config,
+        checkpoint_sha256=checkpoint_sha256,
+        feature_dim=feature_dim,
+        id_scheme=id_scheme,
     )
 
 
@@ -427,13 +511,28 @@ def check_resumable(path: Path, metadata: StoreMetadata, feature_dtype: str) -> 
                 for k in keys
                 if theirs[key].get(k) != value.get(k)
             ]
+        elif key == "id_scheme":
+            if "unknown" not in (value, theirs[key]) and value != theirs[key]:
+                changes.append(
+                    f"ids: the store's are {_id_scheme_text(theirs[key])}, this job's {_id_scheme_text(value)}"
+                )
         elif theirs[key] != value:
             changes.append(f"{key}: store {theirs[key]!r}, this job {value!r}")
     if changes:
         raise StoreError(
             f"cannot resume {path}: it was made with other settings ({'; '.join(changes)}); run with the store's "
-            "settings, write to another output, or replace it with overwrite"
+            "settings, write to another output, or replace it with --overwrite (overwrite=True)"
         )
+
+
+def _id_scheme_text(id_scheme: str) -> str:
+    if id_scheme in ID_FROM:
+        return f"file {id_scheme}s (--id-from {id_scheme})"
+    if id_scheme == "dataset-row":
+        return "dataset row indices (no --id-column)"
+    if id_scheme.startswith("dataset-column:"):
+        return f"the dataset column {id_scheme.partition(':')[2]!r} (--id-column)"
+    return repr(id_scheme)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -546,6 +645,43 @@ def run_extraction(
         shard, progress = (launch.rank, launch.world_size), progress if launch.rank == 0 else False
     shard = None if shard is None else parse_shard(shard)
     path = output if shard is None else shard_path(output, *shard)
+    # Held for the whole job, so that no other job resumes or overwrites this output (or, under torchrun,
+    # the merged output) while this one loads the detector, writes, or merges.
+    with contextlib.ExitStack() as locks:
+        for locked in (path, output) if launch is not None and launch.rank == 0 else (path,):
+            locks.enter_context(output_lock(locked))
+        return _run_locked(
+            inputs, output, path, launch, shard, detector=detector, num_boxes=num_boxes, rule=rule, device=device,
+            dtype=dtype, batch_size=batch_size, num_workers=num_workers, feature_dtype=feature_dtype, resume=resume,
+            overwrite=overwrite, retry_failed=retry_failed, id_from=id_from, image_column=image_column,
+            id_column=id_column, max_image_pixels=max_image_pixels, progress=progress,
+        )  # fmt: skip
+
+
+def _run_locked(
+    inputs: Any,
+    output: Path,
+    path: Path,
+    launch: Launch | None,
+    shard: tuple[int, int] | None,
+    *,
+    detector: str | os.PathLike,
+    num_boxes: int | str | tuple[int, int] | None,
+    rule: str,
+    device: str | torch.device | None,
+    dtype: str,
+    batch_size: int,
+    num_workers: int,
+    feature_dtype: str,
+    resume: bool,
+    overwrite: bool,
+    retry_failed: bool,
+    id_from: str,
+    image_column: str,
+    id_column: str | None,
+    max_image_pixels: int | None,
+    progress: bool | None,
+) -> JobSummary:
     for existing in {path, output} if launch is not None else {path}:
         if existing.exists() and not (resume or overwrite):
             raise FileExistsError(
@@ -555,16 +691,19 @@ def run_extraction(
     is_dataset = _is_hf_dataset(inputs)
     if is_dataset:
         items, repeated_rows = dataset_images(inputs, image_column=image_column, id_column=id_column)
+        id_scheme = "dataset-row" if id_column is None else f"dataset-column:{id_column}"
     else:
-        items, repeated_rows = list_images(inputs, id_from=id_from), 0
+        items, repeated_rows, id_scheme = list_images(inputs, id_from=id_from), 0, id_from
     if shard is not None:
         items = [item for item in items if shard_of(item[0], shard[1]) == shard[0]]
 
     group = _join_process_group() if launch is not None else None
     device = _job_device(device, launch)
-    extractor, sha256 = load_extractor(detector, device=device, dtype=dtype)
+    extractor, weights = load_extractor(detector, device=device, dtype=dtype)
     spec, extractor_boxes = box_setting(num_boxes, rule, extractor.config.detections_per_image)
-    metadata = job_metadata(extractor, spec, rule, sha256)
+    if resume and path.exists():
+        weights = _legacy_weights_hash(path, weights, detector)
+    metadata = job_metadata(extractor, spec, rule, weights, id_scheme=id_scheme)
     if resume and path.exists():
         check_resumable(path, metadata, feature_dtype)
     with StoreWriter(path, metadata=metadata, feature_dtype=feature_dtype, resume=resume, overwrite=overwrite) as w:
@@ -601,9 +740,22 @@ def run_extraction(
     return _finish_distributed(launch, group, summary, output, overwrite=resume or overwrite)
 
 
+def _legacy_weights_hash(path: Path, weights: str, detector: str | os.PathLike) -> str:
+    """The weights hash to resume ``path`` with: stores of earlier versions hold the SHA-256 of the weights
+    file instead of `weights_sha256`; when that is the file this job loaded, the store's value is kept."""
+    with FeatureStore(path) as store:
+        theirs = store.metadata.checkpoint_sha256
+    if theirs == weights:
+        return weights
+    weights_file, _ = locate_checkpoint(detector, {}, need_config=False)
+    return theirs if file_sha256(weights_file) == theirs else weights
+
+
 def _check_options(rule, dtype, feature_dtype, batch_size, num_workers, resume, overwrite) -> None:
     if resume and overwrite:
-        raise InputError("pass resume (continue the store) or overwrite (replace it), not both")
+        raise InputError(
+            "pass --resume (resume=True: continue the store) or --overwrite (overwrite=True: replace it), not both"
+        )
     if rule not in RULES:
         raise InputError(f"unknown rule {rule!r}: expected one of {', '.join(RULES)}")
     if dtype not in COMPUTE_DTYPES:
@@ -651,7 +803,10 @@ def _extract(
     bar = tqdm(total=len(images), unit="img", desc=path.name, disable=None if progress is None else not progress)
     failed = 0
     try:
-        with StoreWriter(path, metadata=metadata, feature_dtype=feature_dtype, resume=True) as writer:
+        with (
+            _worker_deaths_explained(num_workers),
+            StoreWriter(path, metadata=metadata, feature_dtype=feature_dtype, resume=True) as writer,
+        ):
             background = _BackgroundWriter(writer)
             try:
                 for batch in batches:
@@ -680,6 +835,23 @@ def _extract(
     finally:
         bar.close()
         batches = None  # shuts the workers down now, also when an error is on its way up
+
+
+@contextlib.contextmanager
+def _worker_deaths_explained(num_workers: int) -> Iterator[None]:
+    """A decoding worker that dies (killed by a signal, out of memory) stops the job with a JobError that says
+    so, instead of the loader's bare RuntimeError (raised by its SIGCHLD handler wherever the main thread is)."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not str(error).startswith("DataLoader worker"):
+            raise
+        raise JobError(
+            f"an image-decoding worker process died ({error}); it was most likely killed by the system for "
+            f"memory (a very large image?) or by a signal. Every committed batch is in the store: run the job "
+            f"again with --resume (resume=True), with fewer --num-workers than {num_workers} or 0 to decode in "
+            "the main process"
+        ) from None
 
 
 def _is_hf_dataset(inputs: Any) -> bool:
