@@ -216,7 +216,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _tsv_export(args)
         return _verify(args)
     except (InputError, JobError, StoreError, CheckpointError, ConfigError, TSVFormatError, OSError) as error:
-        print(f"{name}: error: {error}", file=sys.stderr)
+        # the system's errors in one line (HDF5's span lines); ours may list items on purpose
+        message = " ".join(str(error).split()) if type(error).__module__ == "builtins" else str(error)
+        print(f"{name}: error: {message}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"{name}: interrupted; {_after_interrupt(command, args)}", file=sys.stderr)

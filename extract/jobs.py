@@ -194,7 +194,8 @@ def _images_in_list(list_file: Path) -> list[tuple[Path, Path]]:
     """Paths are bytes to the OS: the list is split at newlines only (a form feed or other separator is part
     of a name) and decoded like file names, so a name that is not UTF-8 becomes that image's error record."""
     root = list_file.parent
-    lines = [os.fsdecode(line).strip() for line in list_file.read_bytes().split(b"\n")]
+    # only spaces and the \r of \r\n are trimmed: str.strip() would also cut a form feed or tab that ends a name
+    lines = [os.fsdecode(line).strip(" \r") for line in list_file.read_bytes().split(b"\n")]
     files = [root / Path(line).expanduser() for line in lines if line and not line.startswith("#")]
     if not files:
         raise InputError(f"the list {_shown(list_file)} names no images (one path per line)")
@@ -581,9 +582,10 @@ class _BackgroundWriter:
     def raise_if_failed(self) -> None:
         if self.error is not None:
             path = self.writer.path
+            reason = " ".join(str(self.error).split())  # HDF5's messages span lines
             raise JobError(
-                f"writing {path} failed: {self.error}. The store keeps its {len(self.writer)} complete images and "
-                "stays readable; fix the cause (disk space?) and run the same job again with resume"
+                f"writing {path} failed: {reason}. The store keeps its {len(self.writer)} complete images and "
+                "stays readable; fix the cause (disk space?) and run the same job again with --resume (resume=True)"
             ) from self.error
 
 
