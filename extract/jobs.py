@@ -150,13 +150,35 @@ def _expand(item: str) -> list[tuple[Path, Path]]:
             "paths"
         )
     if glob.has_magic(item):
-        files = sorted(Path(p) for p in glob.glob(os.path.expanduser(item), recursive=True) if os.path.isfile(p))
+        pattern = os.path.expanduser(item)
+        _refuse_unreadable_folders(pattern)
+        files = sorted(Path(p) for p in glob.glob(pattern, recursive=True) if os.path.isfile(p))
         if not files:
             raise InputError(f"the pattern {_shown(item)} matches no files")
         return [(file, _glob_root(item)) for file in files]
     raise InputError(
         f"{_shown(path)}: {_why_unusable(path)} (expected an image, a folder, a glob or a {LIST_SUFFIX} list of paths)"
     )
+
+
+def _refuse_unreadable_folders(pattern: str) -> None:
+    """glob skips a folder it cannot read without a word: refuse one that the pattern would search (every
+    folder below the fixed root for a ``**`` pattern, else the folders its folder part matches)."""
+    if "**" in pattern:
+        folders = [str(_glob_root(pattern))]
+    else:
+        folders = [folder for folder in glob.glob(os.path.dirname(pattern) or ".") if os.path.isdir(folder)]
+    for folder in folders:
+        if "**" in pattern:
+            _images_in_folder(Path(folder))  # walks the tree, refusing an unreadable folder
+            continue
+        try:
+            os.listdir(folder)
+        except OSError as error:
+            raise InputError(
+                f"cannot read the folder {_shown(folder)} ({error.strerror}) that the pattern {_shown(pattern)} "
+                "searches: its images would be left out; fix its permissions or change the pattern"
+            ) from None
 
 
 def _why_unusable(path: Path) -> str:
