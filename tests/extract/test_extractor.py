@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from parity_helpers import match_rows
 from PIL import Image
 
 from extract import (
@@ -36,14 +37,16 @@ TINY_IMAGES = ("000456", "000542", "COCO_train2014_000000131486", "input")  # as
 # (res5 on every proposal is most of the work). Comparisons with detectron2 use its settings.
 SMALL = {"min_size": 300, "max_size": 500}
 SMALL_PROPOSALS = 100
-# Batch vs one image at a time. At 600 / 1000 the CPU passes are bit-identical (measured 0); in the
-# SMALL setting oneDNN sums in another order for 5 images of 300 x 400 than for 1: features differ by
-# up to 3.8e-6, scores by 3.1e-6, boxes by 5.7e-4 px (RPN deltas times anchors of ~250 px), i.e.
-# 1.5e-6 in normalized coordinates; ids and kept proposals are the same.
+# Batch vs one image at a time. At 600 / 1000 the CPU passes are bit-identical (measured 0 on the Intel
+# and the AMD machine of test_detector_parity.py); in the SMALL setting oneDNN sums in another order for
+# 5 images of 300 x 400 than for 1: features differ by up to 3.8e-6 (Intel) / 3.8e-6 (AMD), scores by
+# 3.1e-6 / 3.8e-6, normalized boxes by 1.5e-6 / 3.5e-6; ids and kept proposals are the same.
 BATCH_TOL = 1e-4  # features, scores, normalized boxes (what LXMERT reads)
-BATCH_BOX_TOL = 1e-3  # px
-DETECTRON2_BOX_TOL = 1e-3  # px, as FINAL_BOX_TOL in test_detector_parity.py
-DETECTRON2_FEATURE_TOL = 1e-5  # as FEATURE_TOL / GIVEN_TOL there
+# px, original image (sides up to 640 px): boxes differ by 5.7e-4 (Intel) / 1.7e-3 (AMD): the RPN's deltas
+# times anchors of a few hundred px, times original / input size (up to 1.6 here); 3.5e-6 of the side.
+BATCH_BOX_TOL = 5e-3
+DETECTRON2_BOX_TOL = 1e-2  # px, as FINAL_BOX_TOL in test_detector_parity.py (AMD 4.6e-4 on these boxes)
+DETECTRON2_FEATURE_TOL = 5e-5  # as FEATURE_TOL there (AMD 1.1e-5 on these features)
 
 
 def differences(a: list[RegionFeatures], b: list[RegionFeatures]) -> dict[str, float]:
@@ -67,17 +70,6 @@ def assert_batch_close(a: list[RegionFeatures], b: list[RegionFeatures]) -> None
 def assert_identical(a: list[RegionFeatures], b: list[RegionFeatures]) -> None:
     worst = differences(a, b)
     assert all(value == 0.0 for value in worst.values()), worst
-
-
-def match_boxes(ref_boxes: np.ndarray, ours: torch.Tensor, tol: float, ref_ids=None, our_ids=None) -> np.ndarray:
-    """Row of ours for each reference box (same box within tol, same class if given), one to one."""
-    distance = np.abs(ref_boxes[:, None, :] - ours.numpy()[None, :, :]).max(axis=-1)
-    if ref_ids is not None:
-        distance = np.where(ref_ids[:, None] == our_ids.numpy()[None, :], distance, np.inf)
-    match = distance.argmin(axis=1)
-    assert len(ref_boxes) == len(ours) and distance[np.arange(len(match)), match].max() <= tol
-    assert len(set(match.tolist())) == len(match)
-    return match
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -112,7 +104,7 @@ def test_default_extraction_is_detectron2s_caffe_rule(real_image_regions, real_i
     by_name = {path.stem: regions for path, regions in zip(real_images, real_image_regions, strict=True)}
     for name, ref in zip(TINY_IMAGES, tiny_references, strict=True):
         regions = by_name[name]
-        order = match_boxes(ref["caffe_36_36_boxes"], regions.boxes, DETECTRON2_BOX_TOL)
+        order = match_rows(ref["caffe_36_36_boxes"], regions.boxes, DETECTRON2_BOX_TOL)
         np.testing.assert_array_equal(regions.object_ids.numpy()[order], ref["caffe_36_36_object_ids"])
         features = regions.features.numpy()[order]
         assert np.abs(features - ref["caffe_36_36_features"]).max() <= DETECTRON2_FEATURE_TOL
@@ -122,12 +114,12 @@ def test_other_rules_are_detectron2s(tiny_extractor, real_images, tiny_reference
     path, ref = real_images[1], tiny_references[1]  # 000542
     assert path.stem == "000542"
     (maxnms,) = tiny_extractor(path, rule="maxnms", num_boxes=(10, 100))
-    match_boxes(ref["maxnms_10_100_boxes"], maxnms.boxes, DETECTRON2_BOX_TOL)
+    match_rows(ref["maxnms_10_100_boxes"], maxnms.boxes, DETECTRON2_BOX_TOL)
     assert maxnms.rule == "maxnms" and np.float32(maxnms.nms_thresh) == ref["maxnms_10_100_nms_thresh"]
     (d2,) = tiny_extractor(path, rule="d2")
-    match_boxes(ref["d2_boxes"], d2.boxes, DETECTRON2_BOX_TOL, ref["d2_object_ids"], d2.object_ids)
+    match_rows(ref["d2_boxes"], d2.boxes, DETECTRON2_BOX_TOL, ref["d2_object_ids"], d2.object_ids)
     (adaptive,) = tiny_extractor(path, num_boxes=(10, 100))
-    match_boxes(ref["caffe_10_100_boxes"], adaptive.boxes, DETECTRON2_BOX_TOL)
+    match_rows(ref["caffe_10_100_boxes"], adaptive.boxes, DETECTRON2_BOX_TOL)
     assert len(adaptive) == 19
 
 

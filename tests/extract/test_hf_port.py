@@ -2,7 +2,9 @@
 extract.hf_port) reproduce its recorded outputs.
 
 Reference: tests/fixtures/hf-frcnn-port-tiny (the port's own code on a tiny model in its format, CPU,
-float32; see its README). Tolerances are stated per check, with the reason.
+float32; see its README). Tolerances are stated per check, with the reason; the port runs the network of
+test_detector_parity.py, so the CPU-to-CPU differences and near ties explained there apply here too
+("Intel" / "AMD" below are the two machines measured there).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from parity_helpers import assert_argmax_up_to_ties, assert_order_up_to_ties, by_reference_row, match_rows
 
 from extract.checkpoints import load_pretrained
 from extract.config import DetectorConfig
@@ -26,6 +29,16 @@ FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 PORT = FIXTURES / "hf-frcnn-port-tiny"
 IMAGES = FIXTURES / "images"
 NAMES = ("000456", "input", "COCO_train2014_000000131486")  # the last one is a portrait
+
+# px, as PROPOSAL_BOX_TOL in test_detector_parity.py: the RPN's deltas times anchors up to 724 px. On the
+# Intel machine the port's boxes differed from ours by 1 ulp (6e-5 px at 800 px: it decodes with another
+# order of float32 operations), on the AMD one by 1.2e-3 px (proposals) and 5.8e-4 px (selected boxes,
+# original pixels), as its convolutions differ too.
+BOX_TOL = 1e-2
+# The port's class probabilities differ from ours by up to 7e-6 (Intel) / 5.1e-6 (AMD) (float32 rounding of
+# its classifier / softmax on the same pooled features, and of the convolutions before).
+PROB_TOL = 2e-5
+CLS_LOGIT_TOL = 4e-4  # as in test_detector_parity.py (the port's fixture has no logits to measure against)
 
 
 @pytest.fixture(scope="module")
@@ -67,46 +80,67 @@ def test_preprocessing_is_the_ports_bit_for_bit(runs, name):
     assert hashlib.sha256(image.tensor.numpy().tobytes()).digest() == ref["port_input_sha256"].tobytes()
 
 
+@pytest.fixture(scope="module")
+def proposal_match(runs):
+    """Per image: row of ours for each of the port's proposals (as sets: input's proposals 292 and 293 have
+    logits 5.7e-6 apart and may swap)."""
+    return {
+        name: match_rows(ref["proposal_boxes"], pred.proposal_boxes, BOX_TOL)
+        for name, (_, _, pred, ref) in runs.items()
+    }
+
+
 @pytest.mark.parametrize("name", NAMES)
-def test_network_gives_the_ports_res4_proposals_and_features(runs, name):
-    _, res4, pred, ref = runs[name]
+def test_network_gives_the_ports_res4_proposals_and_features(runs, proposal_match, port_detector, name):
+    image, res4, pred, ref = runs[name]
+    match = proposal_match[name]
     # res4 and pooled features were bit-identical where the fixture was made (same float32 kernels);
-    # 1e-4 leaves room for another CPU's convolution kernels (values are of order 1).
+    # 1e-4 leaves room for another CPU's convolution kernels (values are of order 1; AMD: 9.8e-6 on res4,
+    # 7.6e-6 on pooled features, 4.3e-5 on objectness logits).
     assert tuple(res4.shape) == tuple(ref["res4_shape"])
     close(res4[0].mean(dim=(1, 2)), ref["res4_channel_mean"], atol=1e-4, rtol=1e-4)
     close(res4[0, :, :4, :4], ref["res4_corner"], atol=1e-4, rtol=1e-4)
-    # Proposals in the same order; the port decodes boxes with another order of float32 operations:
-    # up to 1 ulp (6e-5 at 800 pixels) observed, 1e-3 pixel allowed.
-    close(pred.proposal_boxes, ref["proposal_boxes"], atol=1e-3)
-    close(pred.objectness_logits, ref["proposal_logits"], atol=1e-4, rtol=1e-4)
-    close(pred.pooled_features, ref["pooled"], atol=1e-4, rtol=1e-4)
-    fg_probs, fg_classes = pred.class_probs[:, :-1].max(dim=1)
-    # The port's class probabilities differ from ours by up to 7e-6 (float32 rounding of its
-    # classifier / softmax on the same pooled features): 2e-5 allowed.
-    close(fg_probs, ref["proposal_max_fg_prob"], atol=2e-5)
-    assert torch.equal(fg_classes, torch.from_numpy(ref["proposal_max_fg_class"]))
-    assert torch.equal(pred.class_logits.argmax(dim=1), torch.from_numpy(ref["proposal_argmax_all"]))
+    # The port's proposals, in its order (descending logit) but for near ties: logits closer than twice
+    # what the check allows (1e-4 + 1e-4 |logit|, |logits| <= 30).
+    close(pred.proposal_boxes[match], ref["proposal_boxes"], atol=BOX_TOL)
+    close(pred.objectness_logits[match], ref["proposal_logits"], atol=1e-4, rtol=1e-4)
+    objectness_tol = 1e-4 + 1e-4 * np.abs(ref["proposal_logits"]).max()
+    assert_order_up_to_ties(match, ref["proposal_logits"], 2 * objectness_tol, "proposal order")
+    # Row i for the port's proposal i; a box within BOX_TOL of a ROIPool rounding step is pooled at the port's
+    # box (the portrait's proposal 263 has x2 = 567.99994, 6e-5 px below the step at 568).
+    ours = by_reference_row(port_detector, image, pred, match, ref["proposal_boxes"], BOX_TOL)
+    close(ours.pooled_features, ref["pooled"], atol=1e-4, rtol=1e-4)
+    close(ours.class_probs[:, :-1].max(dim=1).values, ref["proposal_max_fg_prob"], atol=PROB_TOL)
+    # Argmaxes agree but where our two best values are within twice the tolerance, and there the port's is
+    # one of our two best (roles swapped, as the fixture has no full probabilities). Input's proposals 142
+    # and 240 have two foreground probabilities less than 4e-5 apart, 000456's 45 and 56 two logits less
+    # than 8e-4 apart.
+    fg_probs, logits = ours.class_probs[:, :-1].numpy(), ours.class_logits.numpy()
+    assert_argmax_up_to_ties(ref["proposal_max_fg_class"], fg_probs, fg_probs.argmax(axis=1), 2 * PROB_TOL, "fg")
+    assert_argmax_up_to_ties(ref["proposal_argmax_all"], logits, logits.argmax(axis=1), 2 * CLS_LOGIT_TOL, "class")
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_port_selection_gives_the_ports_regions(runs, port_detector, name):
+def test_port_selection_gives_the_ports_regions(runs, proposal_match, port_detector, name):
     image, _, pred, ref = runs[name]
     regions = select_port(pred, port_detector.config)
     count = int(ref["preds_per_image"][0])
     assert len(regions) == count == 36 and regions.rule == "hf-port"
     assert regions.nms_thresh == float(ref["nms_thresh_used"]) == 0.3
-    # The same proposals, classes and attributes, in the same order: exact.
-    assert regions.proposal_index.tolist() == ref["selected_proposal_index"].tolist()
+    # The same proposals, classes and attributes, in the same order: exact (the selected scores are at
+    # least 2.2e-4 apart, the 36th and 37th NMS survivors 1.7e-3: no near tie).
+    assert regions.proposal_index.tolist() == proposal_match[name][ref["selected_proposal_index"]].tolist()
     assert regions.object_ids.tolist() == ref["obj_ids"][0, :count].tolist()
     assert regions.attribute_ids.tolist() == ref["attr_ids"][0, :count].tolist()
-    close(regions.object_scores, ref["obj_probs"][0, :count], atol=2e-5)  # as the probabilities above
-    close(regions.attribute_scores, ref["attr_probs"][0, :count], atol=1e-5)  # up to 2e-6 observed
-    close(regions.boxes, ref["boxes"][0, :count], atol=1e-3)  # as the proposal boxes above
+    close(regions.object_scores, ref["obj_probs"][0, :count], atol=PROB_TOL)
+    close(regions.attribute_scores, ref["attr_probs"][0, :count], atol=1e-5)  # Intel 2e-6, AMD 1.3e-6
+    close(regions.boxes, ref["boxes"][0, :count], atol=BOX_TOL)  # original pixels: resized ones times < 1
     close(regions.features, ref["roi_features"][0, :count], atol=1e-4, rtol=1e-4)  # as pooled above
-    # normalized_boxes: boxes / (W, H) with the port's float sizes (resized size * scale).
+    # normalized_boxes: boxes / (W, H) with the port's float sizes (resized size * scale); BOX_TOL in
+    # those units (AMD: 1.25e-6).
     height, width = (ref["sizes"][0] * ref["port_scales_yx"][0]).tolist()
     normalized = regions.boxes / torch.tensor([width, height, width, height], dtype=torch.float32)
-    close(normalized, ref["normalized_boxes"][0, :count], atol=1e-6)
+    close(normalized, ref["normalized_boxes"][0, :count], atol=BOX_TOL / min(width, height))
     assert image.scale_xy == pytest.approx(tuple(1 / ref["port_scales_yx"][0][::-1]), rel=1e-6)
 
 
