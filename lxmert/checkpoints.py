@@ -231,6 +231,36 @@ def check_report(model: nn.Module, checkpoint: Checkpoint, report: KeyReport, *,
         )
 
 
+_LAYER_NAME = re.compile(r"(?:^|\.)encoder\.(layer|x_layers|r_layers)\.(\d+)\.")
+_LAYER_COUNTS = {"layer": "l_layers", "x_layers": "x_layers", "r_layers": "r_layers"}
+
+
+def check_sizes(config, checkpoint: Checkpoint, *, strict: bool) -> None:
+    """Refuse a config whose width or (with strict) layer counts the checkpoint does not have, before a model
+    is built: a hostile or mistaken config.json (thousands of layers, a huge width) would otherwise cost
+    minutes and gigabytes of module construction before the tensor check fails the same way."""
+    problems = []
+    for name, tensor in checkpoint.state_dict.items():
+        if name.endswith("embeddings.word_embeddings.weight") and tensor.ndim == 2:
+            if tensor.shape[1] != config.hidden_size:
+                problems.append(f"hidden_size {config.hidden_size}, but its word embeddings are {tensor.shape[1]} wide")
+            break
+    if strict:
+        found: dict[str, int] = {}
+        for name in checkpoint.state_dict:
+            if match := _LAYER_NAME.search(name):
+                found[match[1]] = max(found.get(match[1], 0), int(match[2]) + 1)
+        for group, count in found.items():
+            wanted = getattr(config, _LAYER_COUNTS[group])
+            if wanted != count:
+                problems.append(f"{_LAYER_COUNTS[group]}={wanted}, but it holds {count} such layers")
+    if problems:
+        raise CheckpointError(
+            f"{checkpoint.path} does not fit its config: the config says {'; '.join(problems)}; use the config.json "
+            "that came with the checkpoint (or pass strict=False to initialize missing layers randomly)"
+        )
+
+
 def build_from_checkpoint(
     cls: type[nn.Module], config, checkpoint: Checkpoint, *, strict: bool, dtype: torch.dtype | None
 ) -> nn.Module:
@@ -239,6 +269,7 @@ def build_from_checkpoint(
     When every tensor is present the model is built on the meta device and takes the checkpoint's
     tensors as they are (no random initialization, no second copy in memory).
     """
+    check_sizes(config, checkpoint, strict=strict)
     with torch.device("meta"):
         skeleton = cls(config)
     report = match_keys(skeleton, checkpoint)

@@ -366,3 +366,36 @@ def test_load_answers():
     assert len(lxmert.load_answers("vqa")) == 3129 and len(lxmert.load_answers("gqa")) == 1842
     with pytest.raises(ValueError, match="unknown answer list 'okvqa'"):
         lxmert.load_answers("okvqa")
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"l_layers": 9999, "hidden_size": 96000}, r"hidden_size 96000, but its word embeddings are \d+ wide"),
+        ({"l_layers": 9999}, r"l_layers=9999, but it holds \d+ such layers"),
+        (
+            {"x_layers": 0, "r_layers": 7},
+            r"(?=.*x_layers=0, but it holds \d+ such layers)(?=.*r_layers=7, but it holds \d+)",
+        ),
+    ],
+)
+def test_a_config_the_checkpoint_does_not_fit_is_refused_before_the_model_is_built(tmp_path, tools, changes, message):
+    """A hostile or mistaken config.json (thousands of layers, a huge width) next to a small checkpoint:
+    refused from the checkpoint's own names and shapes, before any module of that size is constructed."""
+    tiny_model(tools).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, **changes}))
+    built = []
+    original_init = lxmert.modeling.LxmertLayer.__init__
+
+    def counting_init(self, *args, **kwargs):
+        built.append(1)
+        original_init(self, *args, **kwargs)
+
+    lxmert.modeling.LxmertLayer.__init__ = counting_init
+    try:
+        with pytest.raises(CheckpointError, match=message):
+            LxmertForPreTraining.from_pretrained(tmp_path)
+    finally:
+        lxmert.modeling.LxmertLayer.__init__ = original_init
+    assert built == []  # nothing was built
