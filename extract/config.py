@@ -36,7 +36,6 @@ every key its code does not ask for (the published file was not available to che
 from __future__ import annotations
 
 import ast
-import errno
 import math
 import os
 import reprlib
@@ -46,6 +45,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .images import os_error_reason
 
 # ResNet blocks per stage (res2, res3, res4, res5) for the bottleneck depths.
 RESNET_STAGE_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -660,7 +661,7 @@ def _read_text(path: Path, label: str) -> str:
         broken = " (a symlink to a missing file)" if os.path.islink(path) else ""
         raise ConfigError(f"{label} does not exist{broken}") from None
     except (OSError, ValueError) as e:  # ValueError: a NUL character in the path
-        raise ConfigError(f"cannot read {label}: {_os_reason(e)}") from None
+        raise ConfigError(f"cannot read {label}: {os_error_reason(e, path)}") from None
     if stat.S_ISDIR(mode):
         raise ConfigError(f"{label} is a directory, not a YAML file")
     if not stat.S_ISREG(mode):
@@ -679,12 +680,6 @@ def _read_text(path: Path, label: str) -> str:
             f"{label} is not UTF-8 text: byte 0x{data[e.start]:02x} at line {line}, column {column} ({e.reason}); "
             "save it as UTF-8"
         ) from None
-
-
-def _os_reason(error: OSError | ValueError) -> str:
-    if isinstance(error, OSError) and error.errno == errno.ELOOP:
-        return "symlink loop (too many levels of symbolic links)"
-    return (error.strerror if isinstance(error, OSError) else None) or str(error)
 
 
 def _parse_yaml(text: str, where: str) -> dict[str, Any]:

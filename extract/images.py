@@ -130,7 +130,7 @@ def _load_path(image: str | os.PathLike, max_image_pixels: int | None) -> np.nda
     try:
         mode = os.stat(path).st_mode
     except (OSError, ValueError) as error:  # ValueError: a NUL character in the path
-        raise ImageLoadError(source, _os_reason(error, path)) from None
+        raise ImageLoadError(source, os_error_reason(error, path)) from None
     if stat.S_ISDIR(mode):
         raise ImageLoadError(source, "this is a directory, not an image file")
     if not stat.S_ISREG(mode):  # reading a FIFO or a device could block or never end
@@ -138,15 +138,16 @@ def _load_path(image: str | os.PathLike, max_image_pixels: int | None) -> np.nda
     try:
         file = open(path, "rb")
     except OSError as error:
-        raise ImageLoadError(source, _os_reason(error, path)) from None
+        raise ImageLoadError(source, os_error_reason(error, path)) from None
     with file:
         if os.fstat(file.fileno()).st_size == 0:
             raise ImageLoadError(source, "the file is empty (0 bytes)")
         return _decode(file, source, max_image_pixels)
 
 
-def _os_reason(error: OSError | ValueError, path: str) -> str:
-    """The OS error behind an unreadable path, in words (never a bare "not found" for a link loop)."""
+def os_error_reason(error: OSError | ValueError, path: str | os.PathLike) -> str:
+    """The OS error behind an unreadable path, in words (never a bare "not found" for a link loop); the one
+    wording of extract's messages about images, config files and job inputs."""
     if not isinstance(error, OSError):
         return f"invalid path ({error})"
     if error.errno == errno.ENOENT:

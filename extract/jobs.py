@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import glob
 import hashlib
 import os
@@ -36,7 +35,7 @@ from tqdm import tqdm
 
 from .checkpoints import locate_checkpoint
 from .extractor import RegionFeatureExtractor, RegionFeatures, resolve_device
-from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image, os_error_reason
 from .preprocess import output_size
 from .selection import RULES, parse_num_boxes
 from .store import (
@@ -186,12 +185,8 @@ def _why_unusable(path: Path) -> str:
     try:
         path.stat()
     except OSError as error:
-        if error.errno == errno.ENOENT:
-            return "does not exist" if not path.is_symlink() else "is a symlink to a missing file"
-        if error.errno == errno.ELOOP:
-            return "is a symlink loop"
-        return error.strerror or str(error)
-    return "is not a regular file or folder"
+        return os_error_reason(error, path)
+    return "not a regular file or folder"
 
 
 def _images_in_folder(folder: Path) -> list[Path]:

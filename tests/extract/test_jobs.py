@@ -224,7 +224,7 @@ def test_duplicate_ids_are_an_error_listing_them_with_the_fix(folder):
     ("make", "message"),
     [
         (lambda tmp: (tmp / "empty").mkdir() or tmp / "empty", "no images in folder .*empty"),
-        (lambda tmp: tmp / "absent", "absent: does not exist"),
+        (lambda tmp: tmp / "absent", "absent: file not found"),
         (lambda tmp: str(tmp / "*.png"), "matches no files"),
         (lambda tmp: (tmp / "x.csv").write_text("a") and tmp / "x.csv", "neither an image .* nor a .txt list"),
         (lambda tmp: (tmp / "l.txt").write_text("# nothing\n\n") and tmp / "l.txt", "names no images"),
