@@ -32,7 +32,7 @@ import torch
 from .checkpoints import save_pretrained
 from .config import DetectorConfig
 from .detector import VGDetector
-from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageLoadError, load_image
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageLoadError, check_max_image_pixels, load_image
 from .labels import class_names
 from .preprocess import output_size, preprocess
 from .selection import RULES, Regions, parse_num_boxes
@@ -140,9 +140,7 @@ class RegionFeatureExtractor:
             detector.set_compute_dtype(dtype)
         self.detector = detector.eval()
         self.resize = resize
-        if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels >= 1):
-            raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
-        self.max_image_pixels = max_image_pixels
+        self.max_image_pixels = check_max_image_pixels(max_image_pixels)
         self.object_vocabulary = class_names("objects", config.num_classes)
         self.attribute_vocabulary = class_names("attributes", config.num_attributes) if config.attribute_head else ()
 

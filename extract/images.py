@@ -88,8 +88,7 @@ def load_image(
     OS error (file not found, symlink loop, permission denied, a directory, ...). The result never
     shares memory with the input.
     """
-    if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels >= 1):
-        raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
+    check_max_image_pixels(max_image_pixels)
     if isinstance(image, (str, os.PathLike)):
         _refuse_bgr(bgr, "file")
         return _load_path(image, max_image_pixels)
@@ -143,6 +142,15 @@ def _load_path(image: str | os.PathLike, max_image_pixels: int | None) -> np.nda
         if os.fstat(file.fileno()).st_size == 0:
             raise ImageLoadError(source, "the file is empty (0 bytes)")
         return _decode(file, source, max_image_pixels)
+
+
+def check_max_image_pixels(max_image_pixels: int | None) -> int | None:
+    """The decompression-bomb limit as given, if it is one: None (no limit) or an integer >= 1."""
+    if max_image_pixels is not None and (
+        isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1
+    ):
+        raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
+    return max_image_pixels
 
 
 def os_error_reason(error: OSError | ValueError, path: str | os.PathLike) -> str:

@@ -35,7 +35,13 @@ from tqdm import tqdm
 
 from .checkpoints import locate_checkpoint
 from .extractor import RegionFeatureExtractor, RegionFeatures, resolve_device
-from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image, os_error_reason
+from .images import (
+    DEFAULT_MAX_IMAGE_PIXELS,
+    ImageLoadError,
+    check_max_image_pixels,
+    load_image,
+    os_error_reason,
+)
 from .preprocess import output_size
 from .selection import RULES, parse_num_boxes
 from .store import (
@@ -655,8 +661,10 @@ def run_extraction(
     """
     output = Path(output)
     _check_options(rule, dtype, feature_dtype, batch_size, num_workers, resume, overwrite)
-    if max_image_pixels is not None and not (isinstance(max_image_pixels, int) and max_image_pixels >= 1):
-        raise InputError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
+    try:
+        check_max_image_pixels(max_image_pixels)
+    except ValueError as error:
+        raise InputError(str(error)) from None
     launch = torchrun_launch()
     if launch is not None:
         if shard is not None:

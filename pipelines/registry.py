@@ -23,6 +23,7 @@ import torch
 from extract import RegionFeatureExtractor
 from extract.checkpoints import in_hub_cache as detector_in_hub_cache
 from extract.extractor import RESIZES, resolve_device
+from extract.images import check_max_image_pixels
 from lxmert import LxmertForPreTraining, LxmertForQuestionAnswering, LxmertTokenizerFast
 from lxmert.hub import in_hub_cache as model_in_hub_cache
 
@@ -219,9 +220,8 @@ def _parameter_device(module: torch.nn.Module) -> torch.device:
 def _extractor(
     detector, device: torch.device, dtype: torch.dtype | None, resize: str | None, max_image_pixels, hub: dict
 ) -> RegionFeatureExtractor:
-    if max_image_pixels is not _UNSET and max_image_pixels is not None:
-        if isinstance(max_image_pixels, bool) or not isinstance(max_image_pixels, int) or max_image_pixels < 1:
-            raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
+    if max_image_pixels is not _UNSET:
+        check_max_image_pixels(max_image_pixels)
     if isinstance(detector, RegionFeatureExtractor):
         # Moved like a model passed in: the chain runs on one device.
         detector.detector.to(device)
