@@ -105,8 +105,8 @@ _SETTINGS = (
     "library_version",
     "created",
 )
-_FLOAT16_MAX = float(np.finfo(np.float16).max)
-_INT32_MAX = int(np.iinfo(np.int32).max)
+FLOAT16_MAX = float(np.finfo(np.float16).max)
+MAX_IMAGE_SIDE = int(np.iinfo(np.int32).max)  # image sides are int32
 
 
 class StoreError(Exception):
@@ -1017,7 +1017,7 @@ class StoreWriter:
         fields = dict(vars(record) if isinstance(record, FeatureRecord) else record)
         image_id, height, width = _check_id(fields["id"]), fields["height"], fields["width"]
         for name, size in (("height", height), ("width", width)):
-            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= _INT32_MAX:
+            if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or not 1 <= size <= MAX_IMAGE_SIDE:
                 raise ValueError(f"image {image_id!r}: {name} must be a positive integer (pixels), got {size!r}")
         height, width = int(height), int(width)
         features = _as_numpy(fields["features"])
@@ -1029,7 +1029,7 @@ class StoreWriter:
         low, high = self._box_range
         if not low <= count <= high:
             raise ValueError(f"image {image_id!r} has {count} boxes; this store takes {self.metadata.num_boxes}")
-        if self.feature_dtype == "float16" and np.abs(features).max() > _FLOAT16_MAX:
+        if self.feature_dtype == "float16" and np.abs(features).max() > FLOAT16_MAX:
             raise ValueError(f"image {image_id!r}: a feature exceeds the float16 range; use feature_dtype='float32'")
         columns = {"features": features.astype(self.feature_dtype, copy=False)}
         boxes = _as_numpy(fields["boxes"])

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from .store import (
+    FLOAT16_MAX,
+    MAX_IMAGE_SIDE,
     FeatureRecord,
     FeatureStore,
     StoreMetadata,
@@ -53,8 +55,6 @@ ARRAY_FIELDS = {  # base64 fields -> little-endian dtype
     "boxes": "<f4",
     "features": "<f4",
 }
-MAX_SIDE = 2**31 - 1  # image sides are int32 in the store
-FLOAT16_MAX = float(np.finfo(np.float16).max)
 
 
 class TSVFormatError(ValueError):
@@ -119,8 +119,8 @@ def decode_line(line: bytes, where: str = "TSV line") -> FeatureRecord:
     except ValueError:
         raise TSVFormatError(f"{where}: img_h, img_w and num_boxes must be integers") from None
     for field, value in (("img_h", height), ("img_w", width)):
-        if not 1 <= value <= MAX_SIDE:  # the store keeps them as int32; 0 would divide the boxes by zero
-            raise TSVFormatError(f"{where}: field {field} is {value}, not a size in pixels (1 to {MAX_SIDE})")
+        if not 1 <= value <= MAX_IMAGE_SIDE:  # the store keeps them as int32; 0 would divide the boxes by zero
+            raise TSVFormatError(f"{where}: field {field} is {value}, not a size in pixels (1 to {MAX_IMAGE_SIDE})")
     if count < 1:
         raise TSVFormatError(f"{where}: field num_boxes is {count}, a line needs one box at least")
     arrays = {
