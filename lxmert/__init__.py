@@ -1,7 +1,7 @@
 """LXMERT: config, tokenizers, models and heads, checkpoint loading."""
 
-from lxmert.checkpoints import CheckpointError
 from lxmert.config import LxmertConfig
+from lxmert.errors import CheckpointError
 from lxmert.labels import load_answers
 from lxmert.modeling import (
     LxmertForPreTraining,

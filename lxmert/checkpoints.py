@@ -1,8 +1,10 @@
-"""Reading and writing LXMERT weights: safetensors, PyTorch .bin (weights only), TF .h5; key checks.
+"""Reading and writing LXMERT weights: safetensors, PyTorch .bin (weights only), TF .h5; key checks;
+building a model from them (the body of `from_pretrained`).
 
 Checkpoint names are those of the transformers LXMERT classes. A checkpoint of one class loads into
 another: the backbone prefix `lxmert.` is added or removed, and heads the target class does not have
-are left out (logged). Anything else that does not fit is reported by name and shape.
+are left out (logged). Anything else that does not fit is reported by name and shape. The model
+classes come from the caller (`cls`): this module builds models without importing lxmert.modeling.
 """
 
 from __future__ import annotations
@@ -14,31 +16,28 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from lxmert.config import LxmertConfig, fill_answer_labels
+from lxmert.errors import CheckpointError, clip_name, name_list
+from lxmert.hub import PYTORCH_NAME, SAFETENSORS_NAME, resolve_files
+from lxmert.tf_checkpoint import HEAD_MODULES, read_tf_checkpoint
+
 logger = logging.getLogger("lxmert")
 
-SAFETENSORS_NAME = "model.safetensors"
-PYTORCH_NAME = "pytorch_model.bin"
-TF_NAME = "tf_model.h5"
-CONFIG_NAME = "config.json"
-
-# Head modules of the LXMERT family. A checkpoint may carry heads the target class lacks (a pretraining
-# checkpoint loaded into LxmertForQuestionAnswering): those tensors are not used, not an error.
-HEAD_PREFIXES = ("cls.", "obj_predict_head.", "answer_head.")
+# A checkpoint may carry heads the target class lacks (a pretraining checkpoint loaded into
+# LxmertForQuestionAnswering): those tensors are not used, not an error.
+HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_MODULES)
 
 # Old BERT-era checkpoints name LayerNorm parameters gamma / beta.
 _RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]
-# Error messages quote at most this many names (a file can hold millions), each cut to _NAME_CHARS.
-_LISTED = 10
+# Shape and key reports in error messages list at most this many lines.
 _LISTED_LINES = 20
-_NAME_CHARS = 200
-
-
-class CheckpointError(ValueError):
-    """A checkpoint file is unreadable, or its tensors do not fit the model (names and shapes say which)."""
+# The dtype names from_pretrained takes (besides "auto" and torch dtypes).
+_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 @dataclass
@@ -53,16 +52,6 @@ class Checkpoint:
         """The checkpoint's own name for a tensor, with the file dataset it came from when that differs."""
         source = self.sources.get(name)
         return name if source is None or source == name else f"{name} (from {source})"
-
-
-def name_list(names: list[str], limit: int = _LISTED) -> str:
-    """`names` for an error message: the first `limit`, each cut short, and how many more there are."""
-    shown = ", ".join(_clip(name) for name in names[:limit])
-    return shown + (f" ... and {len(names) - limit:,} more" if len(names) > limit else "")
-
-
-def _clip(name: str) -> str:
-    return name if len(name) <= _NAME_CHARS else f"{name[:_NAME_CHARS]}... ({len(name):,} characters)"
 
 
 def _lines(lines: list[str]) -> str:
@@ -88,8 +77,6 @@ def read_checkpoint(
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {path} is empty")
     if path.suffix == ".h5":
-        from lxmert.tf_checkpoint import read_tf_checkpoint
-
         tf = read_tf_checkpoint(path, expected_shapes)
         return Checkpoint(path, tf.state_dict, tf.sources)
     if path.suffix == ".safetensors":
@@ -108,6 +95,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path} is not a readable safetensors file: {str(e)[:300]}") from e
 
 
+# extract.checkpoints.formats reads detector torch.save files the same way (the packages may not import each
+# other).
 def _read_torch(path: Path) -> dict[str, torch.Tensor]:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
@@ -192,7 +181,7 @@ def check_report(model: nn.Module, checkpoint: Checkpoint, report: KeyReport, *,
             "tensors of the wrong shape:\n"
             + _lines(
                 [
-                    f"  {_clip(checkpoint.describe(report.origin[n]))}: checkpoint "
+                    f"  {clip_name(checkpoint.describe(report.origin[n]))}: checkpoint "
                     f"{tuple(report.state_dict[n].shape)}, model {expected[n]}"
                     for n in report.mismatched
                 ]
@@ -207,7 +196,7 @@ def check_report(model: nn.Module, checkpoint: Checkpoint, report: KeyReport, *,
     if report.unexpected and strict:
         problems.append(
             "unexpected tensors (not part of an LXMERT model):\n"
-            + _lines([f"  {_clip(checkpoint.describe(n))} {tuple(original[n].shape)}" for n in report.unexpected])
+            + _lines([f"  {clip_name(checkpoint.describe(n))} {tuple(original[n].shape)}" for n in report.unexpected])
         )
     if problems:
         raise CheckpointError(f"{checkpoint.path} does not fit {type(model).__name__}: " + "\n".join(problems))
@@ -235,7 +224,7 @@ _LAYER_NAME = re.compile(r"(?:^|\.)encoder\.(layer|x_layers|r_layers)\.(\d+)\.")
 _LAYER_COUNTS = {"layer": "l_layers", "x_layers": "x_layers", "r_layers": "r_layers"}
 
 
-def check_sizes(config, checkpoint: Checkpoint, *, strict: bool) -> None:
+def check_sizes(config: LxmertConfig, checkpoint: Checkpoint, *, strict: bool) -> None:
     """Refuse a config whose width or (with strict) layer counts the checkpoint does not have, before a model
     is built: a hostile or mistaken config.json (thousands of layers, a huge width) would otherwise cost
     minutes and gigabytes of module construction before the tensor check fails the same way."""
@@ -262,7 +251,7 @@ def check_sizes(config, checkpoint: Checkpoint, *, strict: bool) -> None:
 
 
 def build_from_checkpoint(
-    cls: type[nn.Module], config, checkpoint: Checkpoint, *, strict: bool, dtype: torch.dtype | None
+    cls: type[nn.Module], config: LxmertConfig, checkpoint: Checkpoint, *, strict: bool, dtype: torch.dtype | None
 ) -> nn.Module:
     """Construct `cls(config)` holding the checkpoint's tensors.
 
@@ -284,6 +273,72 @@ def build_from_checkpoint(
     if dtype is None:
         dtype = torch.float32
     return model.to(dtype)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading a model (from_pretrained)
+
+
+def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
+    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
+        return dtype
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}, 'auto' or a torch.dtype")
+    return _DTYPES[name]
+
+
+def load_model(
+    cls: type[nn.Module],
+    name_or_path: str | os.PathLike,
+    *,
+    pretraining_cls: type[nn.Module],
+    config: LxmertConfig | None,
+    dtype: torch.dtype | str | None,
+    device: torch.device | str | None,
+    from_tf: bool,
+    strict: bool,
+    hub_kwargs: dict[str, Any],
+    config_overrides: dict[str, Any],
+) -> nn.Module:
+    """The body of LxmertPreTrainedModel.from_pretrained: a `cls` model (in eval mode) with the weights of
+    `name_or_path`. pretraining_cls: the class with every head (LxmertForPreTraining), whose names TF
+    checkpoints use."""
+    dtype = parse_dtype(dtype)
+    files = resolve_files(name_or_path, from_tf=from_tf, hub_kwargs=hub_kwargs)
+    if config is None:
+        if files.config is None:
+            raise OSError(
+                f"no config.json next to {files.weights}: put the model's config.json there or pass config=..."
+            )
+        config = fill_answer_labels(LxmertConfig.from_json_file(files.config, **config_overrides))
+    elif config_overrides:
+        config = LxmertConfig.from_dict({**config.to_dict(), **config_overrides})
+    # A TF file is checked against the config's shapes before its datasets are read: an h5 file of a
+    # few hundred KB may declare datasets of gigabytes.
+    expected = _tf_shapes(cls, pretraining_cls, config) if files.weights.suffix == ".h5" else None
+    checkpoint = read_checkpoint(files.weights, expected_shapes=expected)
+    if dtype == "auto":
+        floating = [t.dtype for t in checkpoint.state_dict.values() if t.is_floating_point()]
+        dtype = floating[0] if floating else torch.float32
+    model = build_from_checkpoint(cls, config, checkpoint, strict=strict, dtype=dtype)
+    model.eval()
+    if device is not None:
+        model.to(device)
+    return model
+
+
+def _tf_shapes(
+    cls: type[nn.Module], pretraining_cls: type[nn.Module], config: LxmertConfig
+) -> dict[str, tuple[int, ...]]:
+    """The shape of every tensor a TF checkpoint may hold for `config` (those of `cls` and of the
+    pretraining heads), under pretraining_cls's names."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    with torch.device("meta"):
+        for model in (pretraining_cls(config), cls(config)):
+            prefix = "" if hasattr(model, model.base_model_prefix) else f"{model.base_model_prefix}."
+            shapes.update({prefix + name: tuple(t.shape) for name, t in model.state_dict().items()})
+    return shapes
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -3,6 +3,8 @@
 The field names and defaults are those of the transformers `LxmertConfig`, so the hub configs of
 `unc-nlp/lxmert-base-uncased`, `-vqa-uncased` and `-gqa-uncased` load as they are, and a config.json
 written here loads in transformers. Keys this class does not know are kept in `extra` and written back.
+`fill_answer_labels` gives the configs of the public question-answering checkpoints, which have no
+labels, the answer lists shipped in lxmert/data.
 """
 
 from __future__ import annotations
@@ -13,20 +15,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-ACTIVATIONS = (
-    "gelu",
-    "gelu_new",
-    "gelu_fast",
-    "gelu_pytorch_tanh",
-    "quick_gelu",
-    "relu",
-    "silu",
-    "swish",
-    "mish",
-    "tanh",
-    "sigmoid",
-    "linear",
-)
+from lxmert.activations import ACTIVATIONS
+from lxmert.hub import CONFIG_NAME, resolve_config_file
+from lxmert.labels import answers_of_size
 
 # Keys that transformers' PretrainedConfig writes into every config.json. They say nothing about the
 # architecture; they are accepted and kept out of `extra`; to_dict writes model_type (and
@@ -240,16 +231,15 @@ class LxmertConfig:
     def save_pretrained(self, directory: str | os.PathLike) -> None:
         """Write `directory/config.json`."""
         os.makedirs(directory, exist_ok=True)
-        with open(os.path.join(directory, "config.json"), "w", encoding="utf-8") as f:
+        with open(os.path.join(directory, CONFIG_NAME), "w", encoding="utf-8") as f:
             f.write(self.to_json_string())
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | os.PathLike, **kwargs: Any) -> LxmertConfig:
         """Read config.json from a local folder / file, or a hub id (through huggingface_hub)."""
-        from lxmert.hub import resolve_config
-
         overrides = {k: kwargs.pop(k) for k in list(kwargs) if k not in _HUB_KWARGS}
-        return resolve_config(name_or_path, **kwargs, overrides=overrides)
+        config_path = resolve_config_file(name_or_path, **kwargs)
+        return fill_answer_labels(LxmertConfig.from_json_file(config_path, **overrides))
 
 
 _HUB_KWARGS = ("revision", "cache_dir", "local_files_only", "token")
@@ -262,3 +252,16 @@ def _real_labels(id2label: dict | None) -> dict[int, str] | None:
     if all(str(label) == f"LABEL_{int(i)}" for i, label in id2label.items()):
         return None
     return id2label
+
+
+def fill_answer_labels(config: LxmertConfig) -> LxmertConfig:
+    """Give a config without labels the shipped answer list whose size equals its num_qa_labels.
+
+    The sizes identify the heads of the public checkpoints (3,129 = VQA, 1,842 = GQA); a config that
+    already has labels, or another answer count, is left alone.
+    """
+    if config.id2label is None:
+        answers = answers_of_size(config.num_qa_labels)
+        if answers is not None:
+            config.id2label = dict(enumerate(answers))
+    return config

@@ -1,9 +1,11 @@
 """Finding a model's files: a local folder, a weights file, or a Hugging Face hub id.
 
-Hub ids download through huggingface_hub (cached as usual). Offline, the error names the id and says
-how to pass a local folder instead. `in_hub_cache` and `hub_reachable` let a caller decide before
-loading, without waiting for the hub client's retries: whether a hub id's files are cached already,
-and whether the hub answers at all.
+Only finding: `resolve_files` gives the paths of config.json and the weights, `resolve_config_file`
+that of config.json alone; lxmert.config and lxmert.checkpoints read them. Hub ids download through
+huggingface_hub (cached as usual). Offline, the error names the id and says how to pass a local folder
+instead. `in_hub_cache` and `hub_reachable` let a caller decide before loading, without waiting for
+the hub client's retries: whether a hub id's files are cached already, and whether the hub answers
+at all.
 """
 
 from __future__ import annotations
@@ -18,28 +20,22 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import huggingface_hub
-import torch
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
 
-from lxmert.checkpoints import (
-    CONFIG_NAME,
-    PYTORCH_NAME,
-    SAFETENSORS_NAME,
-    TF_NAME,
-    build_from_checkpoint,
-    read_checkpoint,
-)
-from lxmert.config import LxmertConfig
-from lxmert.labels import fill_answer_labels
-from lxmert.modeling import LxmertForPreTraining
+SAFETENSORS_NAME = "model.safetensors"
+PYTORCH_NAME = "pytorch_model.bin"
+TF_NAME = "tf_model.h5"
+CONFIG_NAME = "config.json"
 
+# A Hugging Face hub id: "name" or "owner/name".
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16, "float64": torch.float64}
 
 
 @dataclass
 class ModelFiles:
+    """Where a model's config.json (None: there is none) and weights file are."""
+
     config: Path | None
     weights: Path
 
@@ -53,6 +49,8 @@ MODEL_HINT = (
 HUB_PROBE_TIMEOUT = 5.0
 
 
+# Twin of extract.checkpoints.pretrained._HubRepo, which behaves the same (extract and lxmert may not import
+# each other): change them together.
 class HubRepo:
     """Files of one Hugging Face hub repository, through huggingface_hub's download cache.
 
@@ -99,10 +97,16 @@ class HubRepo:
         self.fail(f"no {' or '.join(filenames)} was found for it: {why}")
 
 
+# Deliberately the same test as extract.checkpoints' (extract and lxmert may not import each other).
+def _is_hub_id(name: str) -> bool:
+    """Whether `name` can be a hub id (rather than a relative or home path: ./x, ~/x)."""
+    return bool(_HUB_ID.match(name)) and not name.startswith((".", "~"))
+
+
 def _hub_id(name_or_path: str | os.PathLike) -> str:
     """`name_or_path` as a hub id, or OSError when it can only have meant a local path."""
     name = os.fspath(name_or_path)
-    if not _HUB_ID.match(name) or name.startswith((".", "~")):
+    if not _is_hub_id(name):
         raise OSError(f"{name!r} is not an existing file or folder, nor a Hugging Face hub id")
     return name
 
@@ -112,7 +116,7 @@ def in_hub_cache(name_or_path: str | os.PathLike, *, from_tf: bool = False, **hu
     (looked up without the network); None when it is not a hub id (an existing local path, or a name
     that loading refuses). hub_kwargs: revision, cache_dir."""
     name = os.fspath(name_or_path)
-    if Path(os.path.expanduser(name)).exists() or not _HUB_ID.match(name) or name.startswith((".", "~")):
+    if Path(os.path.expanduser(name)).exists() or not _is_hub_id(name):
         return None
     try:
         resolve_files(name, from_tf=from_tf, hub_kwargs={**hub_kwargs, "local_files_only": True})
@@ -164,77 +168,14 @@ def resolve_files(name_or_path: str | os.PathLike, *, from_tf: bool, hub_kwargs:
     return ModelFiles(config, repo.first(names))
 
 
-def resolve_config(
-    name_or_path: str | os.PathLike,
-    *,
-    overrides: dict[str, Any] | None = None,
-    **hub_kwargs: Any,
-) -> LxmertConfig:
-    """LxmertConfig.from_pretrained: config.json of a folder, a file, or a hub id."""
+def resolve_config_file(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Path:
+    """The config.json that `name_or_path` means: that file itself, the one in a folder, or a hub id's."""
     path = Path(os.path.expanduser(os.fspath(name_or_path)))
     if path.is_file():
-        config_path = path
-    elif path.is_dir():
+        return path
+    if path.is_dir():
         config_path = path / CONFIG_NAME
         if not config_path.is_file():
             raise OSError(f"folder {path} has no config.json")
-    else:
-        config_path = HubRepo(_hub_id(name_or_path), hub_kwargs, hint=MODEL_HINT).first([CONFIG_NAME])
-    return fill_answer_labels(LxmertConfig.from_json_file(config_path, **(overrides or {})))
-
-
-def parse_dtype(dtype: torch.dtype | str | None) -> torch.dtype | str | None:
-    if dtype is None or isinstance(dtype, torch.dtype) or dtype == "auto":
-        return dtype
-    name = str(dtype).removeprefix("torch.")
-    if name not in _DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(_DTYPES)}, 'auto' or a torch.dtype")
-    return _DTYPES[name]
-
-
-def load_pretrained(
-    cls: type,
-    name_or_path: str | os.PathLike,
-    *,
-    config: LxmertConfig | None,
-    dtype: torch.dtype | str | None,
-    device: torch.device | str | None,
-    from_tf: bool,
-    strict: bool,
-    hub_kwargs: dict[str, Any],
-    config_overrides: dict[str, Any],
-):
-    """The body of LxmertPreTrainedModel.from_pretrained."""
-    dtype = parse_dtype(dtype)
-    files = resolve_files(name_or_path, from_tf=from_tf, hub_kwargs=hub_kwargs)
-    if config is None:
-        if files.config is None:
-            raise OSError(
-                f"no config.json next to {files.weights}: put the model's config.json there or pass config=..."
-            )
-        config = fill_answer_labels(LxmertConfig.from_json_file(files.config, **config_overrides))
-    elif config_overrides:
-        config = LxmertConfig.from_dict({**config.to_dict(), **config_overrides})
-    # A TF file is checked against the config's shapes before its datasets are read: an h5 file of a
-    # few hundred KB may declare datasets of gigabytes.
-    expected = _tf_shapes(cls, config) if files.weights.suffix == ".h5" else None
-    checkpoint = read_checkpoint(files.weights, expected_shapes=expected)
-    if dtype == "auto":
-        floating = [t.dtype for t in checkpoint.state_dict.values() if t.is_floating_point()]
-        dtype = floating[0] if floating else torch.float32
-    model = build_from_checkpoint(cls, config, checkpoint, strict=strict, dtype=dtype)
-    model.eval()
-    if device is not None:
-        model.to(device)
-    return model
-
-
-def _tf_shapes(cls: type, config: LxmertConfig) -> dict[str, tuple[int, ...]]:
-    """The shape of every tensor a TF checkpoint may hold for `config` (those of `cls` and of the
-    pretraining heads), under LxmertForPreTraining's names."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    with torch.device("meta"):
-        for model in (LxmertForPreTraining(config), cls(config)):
-            prefix = "" if hasattr(model, model.base_model_prefix) else f"{model.base_model_prefix}."
-            shapes.update({prefix + name: tuple(t.shape) for name, t in model.state_dict().items()})
-    return shapes
+        return config_path
+    return HubRepo(_hub_id(name_or_path), hub_kwargs, hint=MODEL_HINT).first([CONFIG_NAME])

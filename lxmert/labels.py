@@ -2,6 +2,7 @@
 
 `unc-nlp/lxmert-vqa-uncased` (3,129 answers) and `unc-nlp/lxmert-gqa-uncased` (1,842 answers) publish
 configs without labels; their answer lists come from the LXMERT repository (data/vqa, data/gqa).
+`lxmert.config.fill_answer_labels` gives such a config the list of its size when it is loaded.
 """
 
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 import json
 from functools import cache
 from importlib import resources
-
-from lxmert.config import LxmertConfig
 
 ANSWER_LISTS = {"vqa": "vqa_answers.json", "gqa": "gqa_answers.json"}
 
@@ -28,15 +27,10 @@ def load_answers(name: str) -> list[str]:
     return list(_answers(name))
 
 
-def fill_answer_labels(config: LxmertConfig) -> LxmertConfig:
-    """Give a config without labels the shipped answer list whose size equals its num_qa_labels.
-
-    The sizes identify the heads of the public checkpoints (3,129 = VQA, 1,842 = GQA); a config that
-    already has labels, or another answer count, is left alone.
-    """
-    if config.id2label is None:
-        for name in ANSWER_LISTS:
-            answers = _answers(name)
-            if len(answers) == config.num_qa_labels:
-                config.id2label = dict(enumerate(answers))
-    return config
+def answers_of_size(count: int) -> tuple[str, ...] | None:
+    """The shipped answer list with exactly `count` answers (3,129: VQA, 1,842: GQA), or None."""
+    for name in ANSWER_LISTS:
+        answers = _answers(name)
+        if len(answers) == count:
+            return answers
+    return None

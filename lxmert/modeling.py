@@ -17,33 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from lxmert.activations import ACTIVATIONS
+from lxmert.checkpoints import load_model, save_model
 from lxmert.config import LxmertConfig
 from lxmert.outputs import LxmertForPreTrainingOutput, LxmertForQuestionAnsweringOutput, LxmertModelOutput
-
-
-def _gelu_tanh(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * torch.pow(x, 3.0))))
-
-
-def _gelu_fast(x: torch.Tensor) -> torch.Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(x * 0.7978845608 * (1.0 + 0.044715 * x * x)))
-
-
-# config.hidden_act -> function; the formulas are the ones transformers uses under the same names.
-ACTIVATIONS = {
-    "gelu": F.gelu,
-    "gelu_new": _gelu_tanh,
-    "gelu_fast": _gelu_fast,
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "quick_gelu": lambda x: x * torch.sigmoid(1.702 * x),
-    "relu": F.relu,
-    "silu": F.silu,
-    "swish": F.silu,
-    "mish": F.mish,
-    "tanh": torch.tanh,
-    "sigmoid": torch.sigmoid,
-    "linear": lambda x: x,
-}
 
 
 class Activation(nn.Module):
@@ -512,11 +489,10 @@ class LxmertPreTrainedModel(nn.Module):
         `dtype` ("float32", "bfloat16", a torch.dtype, or "auto" for the checkpoint's) and `device`
         place the result. `config_overrides` change config fields (e.g. output_attentions=True).
         """
-        from lxmert.hub import load_pretrained
-
-        return load_pretrained(
+        return load_model(
             cls,
             name_or_path,
+            pretraining_cls=LxmertForPreTraining,
             config=config,
             dtype=dtype,
             device=device,
@@ -533,8 +509,6 @@ class LxmertPreTrainedModel(nn.Module):
 
     def save_pretrained(self, directory: str | os.PathLike, *, safe_serialization: bool = True) -> None:
         """Write config.json and model.safetensors (or pytorch_model.bin) in the transformers layout."""
-        from lxmert.checkpoints import save_model
-
         save_model(self, directory, safe_serialization=safe_serialization)
 
 

@@ -29,7 +29,7 @@ import h5py
 import numpy as np
 import torch
 
-from lxmert.checkpoints import CheckpointError, name_list
+from lxmert.errors import CheckpointError, name_list
 
 # Keras variable name -> (PyTorch parameter name, transpose?), per kind of module. A Keras Dense kernel
 # is (in, out) and a torch Linear weight is (out, in), hence the transpose.
@@ -84,7 +84,9 @@ _KNOWN_MODULES: list[tuple[str, str]] = [
     (r"answer_head\.logit_fc\.2", "layer_norm"),
 ]
 
-_HEAD_LAYERS = ("cls", "obj_predict_head", "answer_head")
+# The head modules of the LXMERT family (LxmertForPreTraining's, besides the backbone `lxmert`); in a
+# TF file, the layers that hold them.
+HEAD_MODULES = ("cls", "obj_predict_head", "answer_head")
 
 
 @dataclass
@@ -198,7 +200,7 @@ def _dataset_names(group: h5py.Group, path: Path) -> list[str]:
 
 
 def _architecture(layer_names: list[str], dataset_names: list[str]) -> str:
-    if any(layer in _HEAD_LAYERS for layer in layer_names):
+    if any(layer in HEAD_MODULES for layer in layer_names):
         return "LxmertForPreTraining"
     # A pretraining model with every head switched off would store only `lxmert`; its Keras model name
     # (tf_lxmert_for_pre_training, maybe with a suffix like _1) still tells it apart.

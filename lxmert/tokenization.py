@@ -24,12 +24,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+from lxmert.hub import HubRepo
+
 logger = logging.getLogger(__name__)
 
 BUNDLED_VOCAB = Path(__file__).parent / "data" / "vocab.txt"  # bert-base-uncased, 30,522 tokens
 VOCAB_NAME = "vocab.txt"
 TOKENIZER_JSON_NAME = "tokenizer.json"
-CONFIG_NAME = "tokenizer_config.json"
+TOKENIZER_CONFIG_NAME = "tokenizer_config.json"
 SPECIAL_TOKENS_MAP_NAME = "special_tokens_map.json"
 
 DEFAULT_MODEL_MAX_LENGTH = 512  # rows of LXMERT's position-embedding table
@@ -712,7 +714,7 @@ class LxmertTokenizerBase:
             "clean_up_tokenization_spaces": True,
             "tokenizer_class": "LxmertTokenizer",
         }
-        config_path = folder / CONFIG_NAME
+        config_path = folder / TOKENIZER_CONFIG_NAME
         config_path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         map_path = folder / SPECIAL_TOKENS_MAP_NAME
         map_path.write_text(json.dumps(self._special_tokens, indent=2) + "\n", encoding="utf-8")
@@ -734,25 +736,27 @@ class LxmertTokenizerBase:
         options (e.g. model_max_length=20) that win over tokenizer_config.json."""
         folder = Path(os.path.expanduser(os.fspath(name_or_path)))
         if folder.is_dir():
-            files = {name: folder / name for name in (CONFIG_NAME, *cls.vocab_file_names) if (folder / name).is_file()}
+            files = {
+                name: folder / name
+                for name in (TOKENIZER_CONFIG_NAME, *cls.vocab_file_names)
+                if (folder / name).is_file()
+            }
             if not any(name in files for name in cls.vocab_file_names):
                 raise TokenizerNotFoundError(
                     f"folder {folder} has neither {VOCAB_NAME} nor {TOKENIZER_JSON_NAME}; pass a folder that holds "
                     f"the tokenizer's {VOCAB_NAME}"
                 )
         else:
-            from lxmert.hub import HubRepo
-
             repo = HubRepo(
                 os.fspath(name_or_path),
                 {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only},
-                hint=f"pass a local folder that holds the tokenizer's {VOCAB_NAME} (and {CONFIG_NAME})",
+                hint=f"pass a local folder that holds the tokenizer's {VOCAB_NAME} (and {TOKENIZER_CONFIG_NAME})",
                 error=TokenizerNotFoundError,
             )
-            config_path = repo.get(CONFIG_NAME)
+            config_path = repo.get(TOKENIZER_CONFIG_NAME)
             vocab_path = repo.first(cls.vocab_file_names)
-            files = {vocab_path.name: vocab_path, **({CONFIG_NAME: config_path} if config_path else {})}
-        options = _read_config_options(files.get(CONFIG_NAME))
+            files = {vocab_path.name: vocab_path, **({TOKENIZER_CONFIG_NAME: config_path} if config_path else {})}
+        options = _read_config_options(files.get(TOKENIZER_CONFIG_NAME))
         options.update(overrides)
         vocab_file = next(files[name] for name in cls.vocab_file_names if name in files)
         return cls(vocab_file, **options)

@@ -359,7 +359,7 @@ def test_loaded_vqa_model_has_labels_and_saves_them(tmp_path, tools):
 
 def test_base_config_gets_no_labels():
     config = LxmertConfig.from_json_file(HUB_CONFIGS / "lxmert-base-uncased.json")
-    assert lxmert.labels.fill_answer_labels(config).id2label is None
+    assert lxmert.config.fill_answer_labels(config).id2label is None
 
 
 def test_load_answers():
