@@ -5,7 +5,7 @@ Images: the eight test images (tests/fixtures/images) copied under distinct name
 
 - detector alone (the reference): `RegionFeatureExtractor` called on batches of images decoded
   beforehand (decoding not timed), results left on the device: the ceiling of the job's speed;
-- the job: `extract.jobs.run_extraction` on the folder, a new store each time: listing, decoding in
+- the job: `run_extraction` (extract/jobs/run.py) on the folder, a new store each time: listing, decoding in
   DataLoader workers, the detector, copying results to the host and committing every batch. Its rate
   is JobSummary.images_per_second (the extraction loop; start-up, i.e. loading the detector, hashing
   its weights and listing the folder, is shown apart).
@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from extract.images import load_image
-from extract.jobs import box_setting, load_extractor, run_extraction
+from extract.jobs.records import box_setting, load_extractor
+from extract.jobs.run import run_extraction
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGES = sorted((ROOT / "tests" / "fixtures" / "images").glob("*.jpg"))

@@ -35,9 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import extract.store
-from extract.store import FeatureRecord, FeatureStore, StoreMetadata, StoreWriter, batched
-from extract.tsv import decode_line, encode_line, read_tsv
+import extract.store.store as store_module  # defines ADAPTIVE_CHUNK_BOXES and _record_checksum, patched below
+from extract.store import FeatureRecord, FeatureStore, StoreMetadata, StoreWriter, read_tsv
+from extract.store.store import batched
+from extract.store.tsv import decode_line, encode_line
 
 
 def synthetic_records(count: int, boxes: int | None = 36, dim: int = 2048, start: int = 0):
@@ -216,28 +217,28 @@ def chunk_sizes(directory: Path, count: int) -> None:
     print("| chunk rows | write (images/s) | random read, cold (images/s) | random read, warm (images/s) |")
     print("| ---: | ---: | ---: | ---: |")
     order = [f"COCO_train2014_{i:012d}" for i in np.random.default_rng(1).permutation(count)]
-    default = extract.store.ADAPTIVE_CHUNK_BOXES
+    default = store_module.ADAPTIVE_CHUNK_BOXES
     try:
         for rows in (16, 32, 64, 128, 256):
-            extract.store.ADAPTIVE_CHUNK_BOXES = rows
+            store_module.ADAPTIVE_CHUNK_BOXES = rows
             path = directory / f"adaptive_{rows}.h5"
             written = write_store(path, count, "float16", boxes=None)
             cold, warm = read_store_random(path, order, True), read_store_random(path, order, False)
             print(f"| {rows} | {written:.0f} | {cold:.0f} | {warm:.0f} |")
             path.unlink()
     finally:
-        extract.store.ADAPTIVE_CHUNK_BOXES = default
+        store_module.ADAPTIVE_CHUNK_BOXES = default
 
 
 @contextlib.contextmanager
 def no_record_checksums():
     """Writers compute no record checksum (they store 0): the write cost without them."""
-    original = extract.store._record_checksum
-    extract.store._record_checksum = lambda *fields: 0
+    original = store_module._record_checksum
+    store_module._record_checksum = lambda *fields: 0
     try:
         yield
     finally:
-        extract.store._record_checksum = original
+        store_module._record_checksum = original
 
 
 def checksum_cost(directory: Path, count: int, rounds: int = 4) -> None:

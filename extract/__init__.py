@@ -4,105 +4,76 @@
     extractor = RegionFeatureExtractor.from_pretrained("unc-nlp/frcnn-vg-finetuned", device="cuda")
     regions = extractor(["a.jpg", "b.jpg"])  # one RegionFeatures per image: 36 boxes, features, names
 
-image -> `load_image` -> `preprocess` -> `VGDetector` (per-proposal outputs) -> a selection rule ->
-`Regions` (boxes in original pixels, features, object / attribute ids and scores); the extractor
-wires these and adds LXMERT's normalized boxes and the class names (`RegionFeatures`).
+image -> `load_image` -> `preprocess` -> `VGDetector` (extract.model: per-proposal outputs) -> a selection
+rule (extract.selection) -> `Regions` (boxes in original pixels, features, object / attribute ids and
+scores); the extractor wires these, loads weights through extract.checkpoints and adds LXMERT's
+normalized boxes and the class names (`RegionFeatures`). extract.store keeps the features of a collection
+on disk; extract.jobs runs whole collections into a store. docs/architecture.md draws the layers.
+
+The names below are imported from their modules on first use, so that `import extract` (and the
+command line's `--help`) does not load torch until a name that needs it is asked for.
 """
 
 import importlib
 
-from .checkpoints import (
-    CheckpointError,
-    load_detectron2_checkpoint,
-    load_pretrained,
-    read_detectron2_pkl,
-    save_pretrained,
-)
-from .config import ConfigError, DetectorConfig
-from .detector import VGDetector
-from .extractor import RegionFeatureExtractor, RegionFeatures
-from .images import ImageLoadError, load_image
-from .labels import class_names
-from .preprocess import PreprocessedImage, preprocess
-from .selection import RULES, ImagePredictions, Regions, select_regions
-from .store import (
-    DuplicateIdError,
-    FeatureDataset,
-    FeatureRecord,
-    FeatureStore,
-    StoreBusyError,
-    StoreError,
-    StoreMetadata,
-    StoreWriter,
-    VerifyReport,
-    merge,
-    output_lock,
-    verify,
-)
-from .tsv import TSVFormatError, export_tsv, import_tsv, read_tsv, write_tsv
-
-# The job (and the datasets helper, which uses it) are imported on first use, so that
-# `python -m extract.jobs` (torchrun's form) runs the module without a copy already imported by the package.
-_LAZY = {
-    "InputError": "jobs",
-    "JobError": "jobs",
-    "JobSummary": "jobs",
-    "run_extraction": "jobs",
-    "add_region_features": "hf_datasets",
+# public name -> the module (below extract) that defines it
+_EXPORTS = {
+    "RULES": "options",
+    "CheckpointError": "checkpoints.errors",
+    "Checkpoint": "checkpoints.pretrained",
+    "ConfigError": "model.config_yaml",
+    "DetectorConfig": "model.config",
+    "DuplicateIdError": "store.errors",
+    "FeatureDataset": "store.store",
+    "FeatureRecord": "store.store",
+    "FeatureStore": "store.store",
+    "ImageLoadError": "images",
+    "ImagePredictions": "selection",
+    "InputError": "jobs.inputs",
+    "JobError": "jobs.summary",
+    "JobSummary": "jobs.summary",
+    "PreprocessedImage": "preprocessing",
+    "RegionFeatureExtractor": "extractor",
+    "RegionFeatures": "extractor",
+    "Regions": "selection",
+    "StoreBusyError": "store.errors",
+    "StoreError": "store.errors",
+    "StoreMetadata": "store.store",
+    "StoreWriter": "store.store",
+    "TSVFormatError": "store.tsv",
+    "VGDetector": "model.detector",
+    "VerifyReport": "store.store",
+    "add_region_features": "jobs.datasets",
+    "class_names": "labels",
+    "export_tsv": "store.tsv",
+    "import_tsv": "store.tsv",
+    "load_detector": "checkpoints.pretrained",
+    "load_detectron2_checkpoint": "checkpoints.key_maps",
+    "load_image": "images",
+    "merge": "store.merge",
+    "output_lock": "store.lock",
+    "preprocess": "preprocessing",
+    "read_checkpoint": "checkpoints.pretrained",
+    "read_detectron2_pkl": "checkpoints.safe_pickle",
+    "read_tsv": "store.tsv",
+    "run_extraction": "jobs.run",
+    "save_pretrained": "checkpoints.pretrained",
+    "select_regions": "selection",
+    "verify": "store.store",
+    "write_tsv": "store.tsv",
 }
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        module = importlib.import_module(f".{_LAZY[name]}", __name__)
-        return getattr(module, name)
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_LAZY])
+    return sorted([*globals(), *_EXPORTS])
 
 
-__all__ = [
-    "RULES",
-    "CheckpointError",
-    "ConfigError",
-    "DetectorConfig",
-    "DuplicateIdError",
-    "FeatureDataset",
-    "FeatureRecord",
-    "FeatureStore",
-    "ImageLoadError",
-    "ImagePredictions",
-    "InputError",
-    "JobError",
-    "JobSummary",
-    "PreprocessedImage",
-    "RegionFeatureExtractor",
-    "RegionFeatures",
-    "Regions",
-    "StoreBusyError",
-    "StoreError",
-    "StoreMetadata",
-    "StoreWriter",
-    "TSVFormatError",
-    "VGDetector",
-    "VerifyReport",
-    "add_region_features",
-    "class_names",
-    "export_tsv",
-    "import_tsv",
-    "load_detectron2_checkpoint",
-    "load_image",
-    "load_pretrained",
-    "merge",
-    "output_lock",
-    "preprocess",
-    "read_detectron2_pkl",
-    "read_tsv",
-    "run_extraction",
-    "save_pretrained",
-    "select_regions",
-    "verify",
-    "write_tsv",
-]
+__all__ = sorted(_EXPORTS)

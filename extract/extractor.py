@@ -9,7 +9,7 @@ the same pixels), and normalization, the network and the selection rules are ten
 tensor comes back to the host on the way; the only waits for the device are the ones any detector
 has, where a count decides a shape (how many boxes survive an NMS or a threshold).
 
-Images are never padded into one batch (see extract.detector): a batch of images of different sizes
+Images are never padded into one batch (see extract.model.detector): a batch of images of different sizes
 gives what each image gives alone.
 
 Unusual images: every mode load_image converts (grayscale, 16-bit, CMYK, RGBA, ...) works. Small
@@ -29,32 +29,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .checkpoints import save_pretrained
-from .config import DetectorConfig
-from .detector import VGDetector
+from .checkpoints.pretrained import load_detector, save_pretrained
+from .devices import resolve_device
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageLoadError, check_max_image_pixels, load_image
 from .labels import class_names
-from .preprocess import output_size, preprocess
-from .selection import RULES, Regions, parse_num_boxes
-
-RESIZES = ("exact", "fast")
-
-
-def resolve_device(device: torch.device | str | None) -> torch.device:
-    """``device`` as a torch.device (None: CUDA when available, else the CPU). ValueError, naming it, for a
-    device that is not a torch device or is not on this machine (CUDA without CUDA, a missing GPU index)."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(device)
-    except (RuntimeError, TypeError) as error:
-        raise ValueError(f"device={str(device)!r} is not a torch device: {error}") from None
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {str(device)!r}: CUDA is not available here (torch.cuda.is_available() is False)")
-        if device.index is not None and device.index >= torch.cuda.device_count():
-            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    return device
+from .model.config import DetectorConfig
+from .model.detector import VGDetector
+from .options import RESIZES, check_rule, parse_num_boxes
+from .preprocessing import output_size, preprocess
+from .selection import Regions
 
 
 @dataclass
@@ -161,8 +144,8 @@ class RegionFeatureExtractor:
     ) -> RegionFeatureExtractor:
         """Load a hub name (e.g. "unc-nlp/frcnn-vg-finetuned") or a folder (config.yaml + model_final.pkl,
         config.yaml + model.safetensors, the port's config.yaml + pytorch_model.bin, ...) with
-        extract.checkpoints.load_pretrained."""
-        detector = VGDetector.from_pretrained(
+        extract.checkpoints.load_detector."""
+        detector = load_detector(
             name_or_path,
             config=config,
             device=None if device is None else resolve_device(device),  # checked before loading
@@ -228,8 +211,7 @@ class RegionFeatureExtractor:
         object / attribute ids, scores and names, image_size (H, W); tensors on `self.device`.
         """
         images = list(images) if isinstance(images, (list, tuple)) else [images]
-        if rule not in RULES:
-            raise ValueError(f"unknown selection rule {rule!r}: expected one of {', '.join(RULES)}")
+        check_rule(rule)
         parse_num_boxes(num_boxes)
         if batch_size is not None and not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"batch_size={batch_size!r}: expected None (all at once) or an integer >= 1")

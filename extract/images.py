@@ -2,7 +2,7 @@
 
 This is the only module that decodes with Pillow. It does what detectron2's
 ``read_image(path, format="BGR")`` does before its channel flip: Pillow decode, EXIF orientation
-applied, conversion to 8-bit RGB. The flip to BGR happens once, in ``extract.preprocess.normalize``.
+applied, conversion to 8-bit RGB. The flip to BGR happens once, in ``extract.preprocessing.normalize``.
 
 Conversions, and where they differ from a plain ``Image.convert("RGB")``:
 

@@ -25,16 +25,14 @@ H / H' (two factors: rounding the resized size makes them differ), then clipped 
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, nms
 
-from .rpn import clip_boxes, nonempty
-
-RULES = ("caffe", "maxnms", "d2")
+from .boxes import boxes_to_original, clip_boxes, legacy_iou, nonempty
+from .options import check_rule, parse_num_boxes
 
 # numpy.arange(0.3, 1.0, 0.1) as the reference script iterates it: float64 values with numpy's rounding
 # (numpy 2 computes start + i * (fl(start + step) - start)).
@@ -81,43 +79,7 @@ class Regions:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Coordinates
-
-
-def boxes_to_original(
-    boxes: torch.Tensor, resized_size: tuple[int, int], original_size: tuple[int, int]
-) -> torch.Tensor:
-    """(N, 4) network-input boxes -> original pixels: x * W / W', y * H / H', clipped to [0, W] x [0, H]."""
-    (height, width), (resized_h, resized_w) = original_size, resized_size
-    boxes = boxes.clone()
-    boxes[:, 0::2] *= width / resized_w
-    boxes[:, 1::2] *= height / resized_h
-    return clip_boxes(boxes, original_size)
-
-
-def boxes_to_resized(
-    boxes: torch.Tensor, original_size: tuple[int, int], resized_size: tuple[int, int]
-) -> torch.Tensor:
-    """(N, 4) original-pixel boxes -> network-input pixels (x * W' / W, y * H' / H), not clipped."""
-    (height, width), (resized_h, resized_w) = original_size, resized_size
-    boxes = boxes.to(torch.float32).clone()
-    boxes[:, 0::2] *= resized_w / width
-    boxes[:, 1::2] *= resized_h / height
-    return boxes
-
-
-# ---------------------------------------------------------------------------------------------------
 # Caffe rule
-
-
-def legacy_iou(boxes: torch.Tensor) -> torch.Tensor:
-    """(R, 4) -> (R, R) IoU with Caffe's pixel convention: width = x2 - x1 + 1, overlap + 1, in float64."""
-    x1, y1, x2, y2 = boxes.to(torch.float64).unbind(dim=1)
-    areas = (x2 - x1 + 1) * (y2 - y1 + 1)
-    w = (torch.minimum(x2[:, None], x2[None, :]) - torch.maximum(x1[:, None], x1[None, :]) + 1).clamp(min=0)
-    h = (torch.minimum(y2[:, None], y2[None, :]) - torch.maximum(y1[:, None], y1[None, :]) + 1).clamp(min=0)
-    inter = w * h
-    return inter / (areas[:, None] + areas[None, :] - inter)
 
 
 def legacy_nms(boxes: torch.Tensor, scores: torch.Tensor, thresh: float) -> torch.Tensor:
@@ -298,29 +260,13 @@ def select_regions(
 ) -> Regions:
     """Apply `rule` ("caffe", "maxnms" or "d2"). num_boxes: N (exactly N where the image has enough
     proposals) or (MIN, MAX); "d2" ignores it and keeps up to detections_per_image."""
+    check_rule(rule)
     min_boxes, max_boxes = parse_num_boxes(num_boxes)
     if rule == "caffe":
         return select_caffe(pred, min_boxes=min_boxes, max_boxes=max_boxes, conf_thresh=conf_thresh)
     if rule == "maxnms":
         return select_maxnms(pred, min_boxes=min_boxes, max_boxes=max_boxes)
-    if rule == "d2":
-        return select_d2(
-            pred, score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_image=detections_per_image
-        )
-    raise ValueError(f"unknown selection rule {rule!r}: expected one of {', '.join(RULES)}")
-
-
-def parse_num_boxes(num_boxes: int | tuple[int, int]) -> tuple[int, int]:
-    """N -> (N, N); (MIN, MAX) -> (MIN, MAX). ValueError unless they are integers with 1 <= MIN <= MAX."""
-    values = (num_boxes, num_boxes) if not isinstance(num_boxes, (tuple, list)) else tuple(num_boxes)
-    if len(values) == 2 and all(isinstance(v, numbers.Integral) and not isinstance(v, bool) for v in values):
-        low, high = (int(v) for v in values)
-        if 1 <= low <= high:
-            return low, high
-    raise ValueError(
-        f"num_boxes={num_boxes!r}: expected a count N >= 1 (e.g. 36) or a range (MIN, MAX) with 1 <= MIN <= MAX "
-        "(e.g. (10, 100))"
-    )
+    return select_d2(pred, score_thresh=score_thresh, nms_thresh=nms_thresh, detections_per_image=detections_per_image)
 
 
 def _regions(rule, pred, index, boxes, object_ids, object_scores, attribute_rule, **extra) -> Regions:

@@ -20,10 +20,11 @@ from typing import Any
 
 import torch
 
-from extract import RegionFeatureExtractor
 from extract.checkpoints import in_hub_cache as detector_in_hub_cache
-from extract.extractor import RESIZES, resolve_device
+from extract.devices import resolve_device, torch_dtype
+from extract.extractor import RegionFeatureExtractor
 from extract.images import check_max_image_pixels
+from extract.options import DEFAULT_DETECTOR, RESIZES
 from lxmert import LxmertForPreTraining, LxmertForQuestionAnswering, LxmertTokenizerFast
 from lxmert.hub import in_hub_cache as model_in_hub_cache
 
@@ -32,7 +33,6 @@ from .features import FeatureExtractionPipeline
 from .matching import ImageTextMatchingPipeline
 from .vqa import VisualQuestionAnsweringPipeline
 
-DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
 _UNSET = object()  # max_image_pixels not given: the extractor's own (Pillow's limit for a new one)
 
 
@@ -196,10 +196,10 @@ def _warn_on_another_tasks_head(name: str, spec: Task, num_answers: int) -> None
 def _dtype(dtype: torch.dtype | str | None) -> torch.dtype | None:
     if dtype is None or isinstance(dtype, torch.dtype):
         return dtype
-    names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-    if str(dtype) not in names:
-        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(names)} or a torch.dtype")
-    return names[str(dtype)]
+    try:
+        return torch_dtype(str(dtype))
+    except ValueError as error:
+        raise ValueError(f"{error} or a torch.dtype") from None
 
 
 def _device(device: torch.device | str | None, model, detector) -> torch.device:

@@ -6,17 +6,17 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+from helpers import FIXTURES
 
 
 @pytest.fixture(scope="session")
 def detector_dir(tmp_path_factory) -> Path:
     """The tiny detectron2 VG detector saved in our format, in a cheaper setting that keeps the job and
     pipeline tests fast: short side 300, long side at most 500, 100 RPN proposals (256-d features)."""
-    from extract.checkpoints import load_pretrained, save_pretrained
+    from extract.checkpoints import read_checkpoint, save_pretrained
 
-    config, state_dict = load_pretrained(FIXTURES / "detectron2-vg-tiny")
+    checkpoint = read_checkpoint(FIXTURES / "detectron2-vg-tiny")
+    config, state_dict = checkpoint.config, checkpoint.state_dict
     config = dataclasses.replace(config, min_size_test=300, max_size_test=500, rpn_post_nms_topk_test=100)
     folder = tmp_path_factory.mktemp("detector")
     save_pretrained(config, state_dict, folder)

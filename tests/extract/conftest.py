@@ -7,33 +7,28 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
-TINY = FIXTURES / "detectron2-vg-tiny"
-IMAGES = FIXTURES / "images"
-# The four images detectron2 ran on (one npz each); COCO_..._131486 is the portrait one.
-TINY_IMAGES = ("000456", "000542", "COCO_train2014_000000131486", "input")
+from helpers import IMAGES, TINY_DETECTOR, TINY_IMAGES
 
 
 @pytest.fixture(scope="session")
 def tiny_detector():
-    from extract.detector import VGDetector
+    from extract.checkpoints import load_detector
 
-    return VGDetector.from_detectron2(TINY / "model_final.pkl", TINY / "config.yaml")
+    return load_detector(TINY_DETECTOR / "model_final.pkl", config=TINY_DETECTOR / "config.yaml")
 
 
 @pytest.fixture(scope="session")
 def tiny_inputs():
     """Preprocessed fixture images, as detectron2 was fed (Pillow decode, exact Pillow resize)."""
     from extract.images import load_image
-    from extract.preprocess import preprocess
+    from extract.preprocessing import preprocess
 
     return [preprocess(load_image(IMAGES / f"{name}.jpg"), resize="exact") for name in TINY_IMAGES]
 
 
 @pytest.fixture(scope="session")
 def tiny_references():
-    return [dict(np.load(TINY / f"{name}.npz")) for name in TINY_IMAGES]
+    return [dict(np.load(TINY_DETECTOR / f"{name}.npz")) for name in TINY_IMAGES]
 
 
 @pytest.fixture(scope="session")

@@ -7,8 +7,9 @@ import threading
 
 import pytest
 
-from extract import cli
-from extract.jobs import JobError, _BackgroundWriter
+from extract.jobs import cli
+from extract.jobs.run import _BackgroundWriter
+from extract.jobs.summary import JobError
 
 HDF5_DISK_FULL = (
     "[Errno 28] Can't synchronously write data (file write failed: time = Thu Dec  3 06:47:47 2026\n"
@@ -46,7 +47,7 @@ def test_cli_prints_a_multiline_system_error_in_one_line(monkeypatch, capsys, tm
 
 
 def test_a_list_keeps_a_form_feed_or_tab_that_ends_a_name(tmp_path):
-    from extract.jobs import list_images
+    from extract.jobs.inputs import list_images
 
     (tmp_path / "a.jpg\f").write_bytes(b"x")
     (tmp_path / "b.jpg\t").write_bytes(b"x")

@@ -15,20 +15,20 @@ quantity where it varies; all of them also hold with oneDNN and MKL capped at AV
 machine (ONEDNN_MAX_CPU_ISA, MKL_ENABLE_INSTRUCTIONS: about 3 times the AMD differences), a proxy for
 other x86 kernels. Every one is far below any decision margin except the near ties handled explicitly:
 argmaxes (`assert_argmax_up_to_ties`), sort orders (`assert_order_up_to_ties`) and ROIPool's grid rounding
-(`by_reference_row`), see parity_helpers.py.
+(`by_reference_row`), see tests/support/helpers.py.
 Final outputs are compared by box (matching), not by index, as the README advises; the matched
 proposal indices must then agree as well.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
-from parity_helpers import (
+from helpers import (
     PER_PROPOSAL,
+    TINY_DETECTOR,
+    TINY_IMAGES,
     assert_argmax_up_to_ties,
     assert_order_up_to_ties,
     by_reference_row,
@@ -36,9 +36,6 @@ from parity_helpers import (
 )
 
 from extract.selection import attributes_fork
-
-TINY = Path(__file__).resolve().parents[1] / "fixtures" / "detectron2-vg-tiny"
-TINY_IMAGES = ("000456", "000542", "COCO_train2014_000000131486", "input")  # as in conftest.py
 
 IMAGE_IDS = list(range(len(TINY_IMAGES)))
 
@@ -108,7 +105,7 @@ def test_network_input_matches(i, tiny_inputs, tiny_references):
     image, ref = tiny_inputs[i], tiny_references[i]
     assert image.original_size == tuple(ref["image_hw"]) and image.resized_size == tuple(ref["resized_hw"])
     y, x = ref["resized_sample_yx"].T
-    # Preprocessing is bit-identical to detectron2's (extract/preprocess.py); anything else would make
+    # Preprocessing is bit-identical to detectron2's (extract/preprocessing.py); anything else would make
     # every later comparison meaningless.
     np.testing.assert_array_equal(image.tensor[:, y, x].numpy(), ref["normalized_sample_chw"])
 
@@ -276,7 +273,7 @@ def test_batch_is_not_detectron2_padded_batch(tiny_detector, batched_predictions
     # below 000456 and right of the portrait moves their proposals by 0.025 px at most, a few times the
     # CPU-to-CPU spread, but on every image the padded batch has a detection 2.1 to 124 px away from each
     # one-by-one detection of its class, or another number of them (000542: 29 instead of 26).
-    padded = np.load(TINY / "batch" / "detectron2_batch.npz")
+    padded = np.load(TINY_DETECTOR / "batch" / "detectron2_batch.npz")
     assert [str(n) for n in padded["images"]] == list(TINY_IMAGES)
     for i, (pred, ref) in enumerate(zip(batched_predictions, tiny_references, strict=True)):
         regions = tiny_detector.select(pred, "d2")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from parity_helpers import match_rows
+from helpers import TINY_DETECTOR, TINY_IMAGES, match_rows
 from PIL import Image
 
 from extract import (
@@ -25,11 +25,9 @@ from extract import (
     load_image,
     preprocess,
 )
+from extract.checkpoints import load_detector
 from extract.labels import class_names, vg_synonyms
-from extract.preprocess import resize_exact, resize_fast
-
-TINY = Path(__file__).resolve().parents[1] / "fixtures" / "detectron2-vg-tiny"
-TINY_IMAGES = ("000456", "000542", "COCO_train2014_000000131486", "input")  # as in conftest.py
+from extract.preprocessing import resize_exact, resize_fast
 
 # Most tests run a cheaper setting of the tiny model to stay fast: inputs with short side 300, long
 # side at most 500 (a quarter of the pixels; the eight images then have four network-input sizes:
@@ -147,7 +145,7 @@ def test_given_boxes_are_detectron2s(tiny_extractor, real_images, tiny_reference
 @pytest.fixture(scope="module")
 def small_detector(tiny_detector):
     config = dataclasses.replace(tiny_detector.config, rpn_post_nms_topk_test=SMALL_PROPOSALS)
-    return VGDetector.from_pretrained(TINY, config=config)
+    return load_detector(TINY_DETECTOR, config=config)
 
 
 @pytest.fixture(scope="module")
@@ -217,7 +215,7 @@ def test_no_tensor_comes_back_to_the_host_on_the_way(small_detector, real_images
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_extraction_on_cuda(real_images, real_image_regions, monkeypatch):
-    extractor = RegionFeatureExtractor.from_pretrained(TINY, device="cuda", resize="fast")
+    extractor = RegionFeatureExtractor.from_pretrained(TINY_DETECTOR, device="cuda", resize="fast")
     given = [regions.boxes for regions in real_image_regions]
     with monkeypatch.context() as patch:
         for name in ("cpu", "numpy", "item", "tolist"):
@@ -402,7 +400,7 @@ def test_max_image_pixels_guards_files_and_is_configurable(tiny_detector, real_i
     with pytest.raises(ValueError, match=r"max_image_pixels=0: expected None \(no limit\) or an integer >= 1"):
         RegionFeatureExtractor(tiny_detector, max_image_pixels=0)
     assert RegionFeatureExtractor(tiny_detector, max_image_pixels=None).max_image_pixels is None
-    loaded = RegionFeatureExtractor.from_pretrained(TINY, max_image_pixels=1000)
+    loaded = RegionFeatureExtractor.from_pretrained(TINY_DETECTOR, max_image_pixels=1000)
     with pytest.raises(ImageLoadError, match=r"max_image_pixels=1000"):
         loaded(real_images[0].read_bytes())
 
@@ -423,7 +421,7 @@ def test_constructor_arguments(tiny_detector):
         with pytest.raises(ValueError, match="device 'cuda': CUDA is not available here"):
             RegionFeatureExtractor(tiny_detector, device="cuda")
         with pytest.raises(ValueError, match="device 'cuda:0': CUDA is not available here"):
-            RegionFeatureExtractor.from_pretrained(TINY, device="cuda:0")
+            RegionFeatureExtractor.from_pretrained(TINY_DETECTOR, device="cuda:0")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -475,7 +473,7 @@ def test_a_full_size_model_gets_the_vg_names():
 
 
 def test_from_pretrained_and_save_pretrained(tiny_detector, tiny_references, real_images, tmp_path):
-    extractor = RegionFeatureExtractor.from_pretrained(TINY)  # config.yaml + model_final.pkl
+    extractor = RegionFeatureExtractor.from_pretrained(TINY_DETECTOR)  # config.yaml + model_final.pkl
     assert extractor.config == tiny_detector.config
     assert_same_weights(extractor.detector, tiny_detector)
 
@@ -497,7 +495,7 @@ def assert_same_weights(detector: VGDetector, expected: VGDetector) -> None:
 
 
 def test_detector_from_pretrained_in_bfloat16(tiny_detector):
-    detector = VGDetector.from_pretrained(TINY, dtype=torch.bfloat16)
+    detector = load_detector(TINY_DETECTOR, dtype=torch.bfloat16)
     assert detector.compute_dtype == torch.bfloat16
     assert detector.backbone.res4[0].conv1.weight.dtype == torch.bfloat16
     assert detector.roi_heads.res5[2].conv3.weight.dtype == torch.bfloat16

@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
 from PIL import Image
 
 from extract.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 DETECTRON2 = FIXTURES / "detectron2-vg-tiny"
 IMAGES = FIXTURES / "images"
 FIXTURE_IMAGES = ["000456", "000542", "COCO_train2014_000000131486", "input"]

@@ -20,15 +20,12 @@ the full VG model, which needs its weights (and a GPU to be worth it).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
+from helpers import TINY_DETECTOR
 from torchvision.ops import box_iou
 
 from extract import RegionFeatureExtractor
-
-TINY = Path(__file__).resolve().parents[1] / "fixtures" / "detectron2-vg-tiny"
 
 BOUNDS = {
     # dtype: (min cosine, max |d| / max |f| per image, mean |d| / mean |f|, share of the same class)
@@ -40,7 +37,7 @@ BF16_MATCHED_SHARE = 0.55  # float32 boxes with a bfloat16 box at IoU >= 0.5; me
 
 @pytest.fixture(scope="module")
 def extractors():
-    return {dtype: RegionFeatureExtractor.from_pretrained(TINY, dtype=dtype) for dtype in BOUNDS}
+    return {dtype: RegionFeatureExtractor.from_pretrained(TINY_DETECTOR, dtype=dtype) for dtype in BOUNDS}
 
 
 @pytest.mark.parametrize("dtype", list(BOUNDS), ids=str)

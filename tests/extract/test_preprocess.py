@@ -7,14 +7,14 @@ to Pillow pixel for pixel.
 """
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import FIXTURES
 
 from extract.images import load_image
-from extract.preprocess import (
+from extract.preprocessing import (
     PIXEL_MEAN_BGR,
     PreprocessedImage,
     normalize,
@@ -24,7 +24,6 @@ from extract.preprocess import (
     resize_fast,
 )
 
-FIXTURES = Path(__file__).parents[1] / "fixtures"
 DETECTRON2 = FIXTURES / "detectron2-vg-tiny"
 IMAGES = FIXTURES / "images"
 FIXTURE_IMAGES = ["000456", "000542", "COCO_train2014_000000131486", "input"]

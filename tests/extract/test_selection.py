@@ -7,17 +7,15 @@ import pytest
 import torch
 from torchvision.ops import nms
 
+from extract.boxes import boxes_to_original, boxes_to_resized, legacy_iou
 from extract.selection import (
     MAXNMS_THRESHOLDS,
     ImagePredictions,
     attributes_caffe,
     attributes_fork,
-    boxes_to_original,
-    boxes_to_resized,
     caffe_keep,
     caffe_max_conf,
     d2_keep,
-    legacy_iou,
     legacy_nms,
     legacy_nms_per_class,
     maxnms_keep,

@@ -2,51 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import pytest
 import torch
-
-# Small enough for fast tests, with every dimension different so that a swapped axis cannot pass.
-TINY = dict(
-    vocab_size=99,
-    hidden_size=32,
-    num_attention_heads=4,
-    intermediate_size=37,
-    max_position_embeddings=64,
-    l_layers=2,
-    x_layers=2,
-    r_layers=1,
-    visual_feat_dim=24,
-    num_qa_labels=7,
-    num_object_labels=11,
-    num_attr_labels=5,
-)
-
-
-def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Give every parameter a random value of a sensible scale, in place.
-
-    The default initialization sets biases to 0 and LayerNorm to (1, 0): a model that dropped or swapped
-    those would still match. Here nothing is left at its default. Dense weights keep the activations'
-    scale (std 1/sqrt(fan_in)), embeddings std 1/sqrt(hidden), so logits land in the range of trained
-    models (a few units) and
-    float32 rounding stays comparable to theirs.
-    """
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            noise = torch.randn(p.shape, generator=generator)
-            if "LayerNorm.weight" in name or "layer_norm.weight" in name or name.endswith("logit_fc.2.weight"):
-                p.copy_(1 + 0.1 * noise)
-            elif p.dim() == 1:
-                p.copy_(0.1 * noise)
-            elif "embeddings" in name:
-                p.copy_(noise / math.sqrt(p.shape[1]))
-            else:
-                p.copy_(noise / math.sqrt(p.shape[1]))
-    return model
+from helpers import TINY_LXMERT, perturb
 
 
 def make_inputs(
@@ -91,4 +51,4 @@ def make_inputs(
 
 @pytest.fixture
 def tools() -> SimpleNamespace:
-    return SimpleNamespace(TINY=dict(TINY), perturb=perturb, make_inputs=make_inputs)
+    return SimpleNamespace(TINY=dict(TINY_LXMERT), perturb=perturb, make_inputs=make_inputs)

@@ -9,12 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
+from helpers import FIXTURES
 from huggingface_hub import errors as hub_errors
 
 import lxmert
 from lxmert import CheckpointError, LxmertConfig, LxmertForPreTraining, LxmertForQuestionAnswering, LxmertModel
 
-HUB_CONFIGS = Path(__file__).parent.parent / "fixtures" / "hub-configs"
+HUB_CONFIGS = FIXTURES / "hub-configs"
 
 
 def tiny_model(tools, cls=LxmertForPreTraining, seed=0, **overrides):

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import transformers
+from helpers import FIXTURES
 
 from lxmert import LxmertConfig
 
-HUB_CONFIGS = Path(__file__).parent.parent / "fixtures" / "hub-configs"
+HUB_CONFIGS = FIXTURES / "hub-configs"
 
 # The defaults listed by the transformers v4.34 documentation of LxmertConfig (the project's seed).
 SEED_DEFAULTS = dict(

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 import transformers
+from helpers import FIXTURES
 
 import lxmert
 from lxmert.checkpoints import CheckpointError
 from lxmert.tf_checkpoint import read_tf_checkpoint
 
-FIXTURE = Path(__file__).parents[1] / "fixtures" / "tf-lxmert-tiny"
+FIXTURE = FIXTURES / "tf-lxmert-tiny"
 MODEL_H5 = FIXTURE / "model" / "tf_model.h5"
 PRETRAINING_H5 = FIXTURE / "pretraining" / "tf_model.h5"
 TIED_DECODER = "cls.predictions.decoder.weight"

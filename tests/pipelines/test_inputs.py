@@ -13,7 +13,7 @@ import torch
 from lxmert import LxmertConfig, LxmertForQuestionAnswering, LxmertTokenizerFast
 from pipelines import VisualQuestionAnsweringPipeline, pipeline
 
-from .conftest import TINY_LXMERT
+from .conftest import PIPELINE_LXMERT
 
 QUESTION = "what color is the dog on the left?"
 
@@ -123,7 +123,9 @@ def test_a_long_question_warns_once_with_the_true_length(vqa, caplog):
 
 def qa_model(num_answers: int) -> LxmertForQuestionAnswering:
     labels = {i: f"answer {i}" for i in range(num_answers)}
-    return LxmertForQuestionAnswering(LxmertConfig(**{**TINY_LXMERT, "num_qa_labels": num_answers}, id2label=labels))
+    return LxmertForQuestionAnswering(
+        LxmertConfig(**{**PIPELINE_LXMERT, "num_qa_labels": num_answers}, id2label=labels)
+    )
 
 
 @pytest.mark.parametrize("task, answers, other", [("gqa", 3129, "vqa"), ("vqa", 1842, "gqa")])

@@ -1,0 +1,93 @@
+"""ROI head of the VG Faster R-CNN: ROIPool on res4, res5, mean pooling, box predictor, attribute head.
+
+This is detectron2's Res5ROIHeads with py-bottom-up-attention's changes (res5 without stride,
+dilated; attribute head). Class index K (the last of K + 1) is background; attribute index A (the
+last of A + 1) is "no attribute".
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import roi_pool
+
+from ..boxes import boxes_to_rois
+from .backbone import build_res5
+from .config import FEATURE_STRIDE, DetectorConfig
+
+
+class BoxPredictor(nn.Module):
+    """Class logits (K + 1), class-specific box deltas (4 K) and attribute logits (A + 1) of regions.
+
+    The attribute head embeds the most likely class over all K + 1 logits, background included, as
+    the Caffe model does; its sizes are those of the released model (embedding pooled_dim / 8,
+    hidden pooled_dim / 4: 256 and 512 for 2048-d features).
+    """
+
+    def __init__(self, in_dim: int, num_classes: int, num_attributes: int | None):
+        super().__init__()
+        self.cls_score = nn.Linear(in_dim, num_classes + 1)
+        self.bbox_pred = nn.Linear(in_dim, num_classes * 4)
+        self.attribute_head = num_attributes is not None
+        if num_attributes is not None:
+            self.cls_embedding = nn.Embedding(num_classes + 1, in_dim // 8)
+            self.fc_attr = nn.Linear(in_dim + in_dim // 8, in_dim // 4)
+            self.attr_score = nn.Linear(in_dim // 4, num_attributes + 1)
+
+    def forward(self, pooled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """pooled (R, D) -> class_logits (R, K + 1), box_deltas (R, 4 K), attribute_logits (R, A + 1)."""
+        class_logits = self.cls_score(pooled)
+        box_deltas = self.bbox_pred(pooled)
+        if not self.attribute_head:
+            return class_logits, box_deltas, None
+        return class_logits, box_deltas, self.attribute_logits(pooled, class_logits.argmax(dim=1))
+
+    def attribute_logits(self, pooled: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+        """pooled (R, D), classes (R,) in 0..K (K = background) -> attribute logits (R, A + 1)."""
+        embedded = self.cls_embedding(classes)
+        hidden = F.relu(self.fc_attr(torch.cat([pooled, embedded], dim=1)))
+        return self.attr_score(hidden)
+
+
+class Res5ROIHeads(nn.Module):
+    """Region features and predictions for boxes on res4 features."""
+
+    def __init__(self, config: DetectorConfig):
+        super().__init__()
+        self.pooler_resolution = config.pooler_resolution
+        self.spatial_scale = 1.0 / FEATURE_STRIDE
+        self.res5 = build_res5(config)
+        self.rois_per_pass = 300  # regions through res5 at once (memory); results do not depend on it
+        self.box_predictor = BoxPredictor(
+            config.pooled_dim, config.num_classes, config.num_attributes if config.attribute_head else None
+        )
+
+    def pooled_features(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
+        """features (N, C, H, W); boxes: N tensors (R_i, 4) in input pixels -> (sum R_i, D).
+
+        ROIPool (torchvision: corners rounded to the 1/16 grid, end cell included, max per bin, empty
+        bins 0) to pooler_resolution^2, res5, then the mean over the spatial grid, in float32.
+        res5 runs in its weights' dtype; ROIPool always in float32 (torchvision has no bfloat16
+        kernel, and a max of low-precision values is exact in float32 anyway).
+        """
+        rois = boxes_to_rois(boxes)
+        size = (self.pooler_resolution, self.pooler_resolution)
+        features = features.float()
+        res5_dtype = next(self.res5.parameters(), features).dtype
+        # res5 on 14 x 14 maps is ~90% of the detector's work and its activations are large (300 regions:
+        # about 0.5 GB per 2048-channel tensor in float32): at most rois_per_pass regions at a time keeps
+        # the peak memory of a batch of images at that of one image.
+        pooled = []
+        for chunk in rois.split(self.rois_per_pass):
+            x = self.res5(roi_pool(features, chunk.float(), size, self.spatial_scale).to(res5_dtype))
+            pooled.append(x.mean(dim=[2, 3], dtype=torch.float32))
+        return torch.cat(pooled) if pooled else features.new_zeros(0, self.box_predictor.cls_score.in_features)
+
+    def forward(
+        self, features: torch.Tensor, boxes: list[torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """-> pooled (R, D), class_logits (R, K + 1), box_deltas (R, 4 K), attribute_logits (R, A + 1)
+        for all boxes of all images, concatenated in image order."""
+        pooled = self.pooled_features(features, boxes)
+        return (pooled, *self.box_predictor(pooled))
