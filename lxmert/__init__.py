@@ -2,10 +2,12 @@
 
 from lxmert.config import LxmertConfig
 from lxmert.errors import CheckpointError
-from lxmert.labels import load_answers
+from lxmert.labels import load_answers, normalize_pretrain_answer
 from lxmert.modeling import (
     LxmertForPreTraining,
     LxmertForQuestionAnswering,
+    LxmertForVisualReasoning,
+    LxmertForVisualReasoningOutput,
     LxmertModel,
     LxmertPreTrainedModel,
 )
@@ -20,10 +22,13 @@ __all__ = [
     "LxmertForPreTrainingOutput",
     "LxmertForQuestionAnswering",
     "LxmertForQuestionAnsweringOutput",
+    "LxmertForVisualReasoning",
+    "LxmertForVisualReasoningOutput",
     "LxmertModel",
     "LxmertModelOutput",
     "LxmertPreTrainedModel",
     "LxmertTokenizer",
     "LxmertTokenizerFast",
     "load_answers",
+    "normalize_pretrain_answer",
 ]

@@ -1,5 +1,5 @@
 """LXMERT (Tan & Bansal, 2019): a language encoder, an object-relation (vision) encoder, and a
-cross-modality encoder, with the pretraining and question-answering heads.
+cross-modality encoder, with the pretraining, question-answering and visual-reasoning (NLVR2) heads.
 
 Parameter names are exactly those of the transformers LXMERT classes (`lxmert.encoder.x_layers.0.
 visual_attention.att.query.weight`, ...), so their checkpoints load unchanged. Reading order:
@@ -8,9 +8,13 @@ embeddings -> attention blocks -> layers -> encoder -> heads -> models.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import warnings
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,7 +24,17 @@ from torch import nn
 from lxmert.activations import ACTIVATIONS
 from lxmert.checkpoints import load_model, save_model
 from lxmert.config import LxmertConfig
-from lxmert.outputs import LxmertForPreTrainingOutput, LxmertForQuestionAnsweringOutput, LxmertModelOutput
+from lxmert.errors import name_list
+from lxmert.labels import load_answers, normalize_pretrain_answer
+from lxmert.outputs import (
+    LxmertForPreTrainingOutput,
+    LxmertForQuestionAnsweringOutput,
+    LxmertModelOutput,
+    ModelOutput,
+    Tensors,
+)
+
+logger = logging.getLogger("lxmert")
 
 
 class Activation(nn.Module):
@@ -393,18 +407,24 @@ class LxmertVisualObjHead(nn.Module):
         return {name: decoder(hidden) for name, decoder in self.decoder_dict.items()}
 
 
+def _logit_fc(config: LxmertConfig, in_features: int, num_labels: int) -> nn.Sequential:
+    """LXMERT's classifier: Linear(in, 2H) -> GELU -> LayerNorm(2H) -> Linear(2H, num_labels). Its
+    activation is always exact GELU, whatever config.hidden_act says, as in the original heads."""
+    width = config.hidden_size * 2
+    return nn.Sequential(
+        nn.Linear(in_features, width),
+        Activation("gelu"),
+        _layer_norm(config, width),
+        nn.Linear(width, num_labels),
+    )
+
+
 class LxmertVisualAnswerHead(nn.Module):
-    """pooled (B, H) -> answer logits (B, num_labels); its activation is always exact GELU."""
+    """pooled (B, H) -> answer logits (B, num_labels)."""
 
     def __init__(self, config: LxmertConfig, num_labels: int):
         super().__init__()
-        hidden = config.hidden_size
-        self.logit_fc = nn.Sequential(
-            nn.Linear(hidden, hidden * 2),
-            Activation("gelu"),
-            _layer_norm(config, hidden * 2),
-            nn.Linear(hidden * 2, num_labels),
-        )
+        self.logit_fc = _logit_fc(config, config.hidden_size, num_labels)
 
     def forward(self, pooled_output: torch.Tensor) -> torch.Tensor:
         return self.logit_fc(pooled_output)
@@ -474,6 +494,7 @@ class LxmertPreTrainedModel(nn.Module):
         device: torch.device | str | None = None,
         from_tf: bool = False,
         strict: bool = True,
+        answers: Sequence[str] | None = None,
         revision: str | None = None,
         cache_dir: str | os.PathLike | None = None,
         local_files_only: bool | None = None,
@@ -488,8 +509,16 @@ class LxmertPreTrainedModel(nn.Module):
         `strict=False` initializes missing head tensors randomly instead (to fine-tune a new head).
         `dtype` ("float32", "bfloat16", a torch.dtype, or "auto" for the checkpoint's) and `device`
         place the result. `config_overrides` change config fields (e.g. output_attentions=True).
+        `answers` (classes with an answer head): after loading, `remap_answer_head(answers)` gives the
+        head one row per answer, carried over by answer string from the checkpoint's head (e.g. from
+        the 9,500 pretraining answers of unc-nlp/lxmert-base-uncased to the VQA list).
         """
-        return load_model(
+        if answers is not None and not hasattr(cls, "remap_answer_head"):
+            raise TypeError(
+                f"answers= re-maps an answer head, and {cls.__name__} has none "
+                "(LxmertForQuestionAnswering and LxmertForPreTraining have one)"
+            )
+        model = load_model(
             cls,
             name_or_path,
             pretraining_cls=LxmertForPreTraining,
@@ -506,6 +535,9 @@ class LxmertPreTrainedModel(nn.Module):
             },
             config_overrides=config_overrides,
         )
+        if answers is not None:
+            model.remap_answer_head(answers)
+        return model
 
     def save_pretrained(self, directory: str | os.PathLike, *, safe_serialization: bool = True) -> None:
         """Write config.json and model.safetensors (or pytorch_model.bin) in the transformers layout."""
@@ -737,6 +769,17 @@ class LxmertForQuestionAnswering(LxmertPreTrainedModel):
         or dropped when the head grows."""
         return _resize_answer_head(self, self.answer_head, num_labels, labels)
 
+    def remap_answer_head(self, answers: Sequence[str], source_answers: Sequence[str] | None = None) -> int:
+        """Give the answer head one row per answer of `answers`, carried over by answer string.
+
+        Each answer, normalized as lxmert.labels.normalize_pretrain_answer says, that is one of the
+        head's current answers gets that answer's last-layer row and bias; the others start at zero.
+        The layers before the last are kept. `source_answers` names the current rows; by default
+        config.id2label, else, for a head of 9,500 rows, LXMERT's pretraining answers. config.id2label
+        and num_qa_labels become the new list. Returns how many answers were carried over.
+        """
+        return _remap_answer_head(self, self.answer_head, answers, source_answers)
+
     def forward(
         self,
         input_ids: torch.Tensor | None = None,
@@ -778,6 +821,139 @@ class LxmertForQuestionAnswering(LxmertPreTrainedModel):
         return output if self.lxmert._flag(return_dict, "return_dict") else output.to_tuple()
 
 
+@dataclass
+class LxmertForVisualReasoningOutput(ModelOutput):
+    """Outputs of LxmertForVisualReasoning.
+
+    loss: cross-entropy of the logits (only when labels were given).
+    logits (B, 2): index 1 means "the statement is true of the image pair".
+    The hidden states and attentions are those of LxmertModelOutput for the 2B encoder rows, in pairs:
+    row 2b + i is example b with image i.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    language_hidden_states: Tensors | None = None
+    vision_hidden_states: Tensors | None = None
+    language_attentions: Tensors | None = None
+    vision_attentions: Tensors | None = None
+    cross_encoder_attentions: Tensors | None = None
+
+
+class LxmertForVisualReasoning(LxmertPreTrainedModel):
+    """LXMERT for NLVR2: is one statement true of a pair of images?
+
+    The statement is encoded with each image (2B encoder rows); the two pooled outputs, image 0 then
+    image 1, are concatenated (B, 2H) and classified by `logit_fc`: Linear(2H, 2H) -> GELU ->
+    LayerNorm(2H) -> Linear(2H, 2). The number of labels is always 2: no config field is involved.
+    """
+
+    def __init__(self, config: LxmertConfig):
+        super().__init__(config)
+        self.lxmert = LxmertModel(config)
+        self.logit_fc = _logit_fc(config, config.hidden_size * 2, 2)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor | None = None,
+        visual_feats: torch.Tensor | None = None,
+        visual_pos: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        visual_attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_attentions: bool | None = None,
+        output_hidden_states: bool | None = None,
+        return_dict: bool | None = None,
+    ) -> LxmertForVisualReasoningOutput | tuple:
+        """The statement: input_ids (B, L) or inputs_embeds (B, L, H), attention_mask and token_type_ids
+        (B, L). The images: visual_feats (B, 2, N, visual_feat_dim), visual_pos (B, 2, N, visual_pos_dim),
+        visual_attention_mask (B, 2, N). labels (B,): 1 = the statement is true, 0 = false."""
+        _check_image_pairs(self.config, input_ids, inputs_embeds, visual_feats, visual_pos, visual_attention_mask)
+        output_hidden_states = self.lxmert._flag(output_hidden_states, "output_hidden_states")
+        encoded = self.lxmert.encode(
+            _per_image(input_ids),
+            visual_feats.flatten(0, 1),  # (2B, N, visual_feat_dim): example 0 image 0, example 0 image 1, ...
+            visual_pos.flatten(0, 1),
+            _per_image(attention_mask),
+            None if visual_attention_mask is None else visual_attention_mask.flatten(0, 1),
+            _per_image(token_type_ids),
+            _per_image(inputs_embeds),
+            output_attentions=self.lxmert._flag(output_attentions, "output_attentions"),
+            output_hidden_states=output_hidden_states,
+            pooled_only=True,
+        )
+        pooled_pairs = encoded.pooled_output.view(-1, 2 * self.config.hidden_size)  # (B, 2H)
+        logits = self.logit_fc(pooled_pairs)
+        output = LxmertForVisualReasoningOutput(
+            loss=None if labels is None else _pair_loss(logits, labels),
+            logits=logits,
+            language_hidden_states=encoded.language_hidden_states,
+            vision_hidden_states=encoded.vision_hidden_states,
+            language_attentions=encoded.language_attentions,
+            vision_attentions=encoded.vision_attentions,
+            cross_encoder_attentions=encoded.cross_encoder_attentions,
+        )
+        return output if self.lxmert._flag(return_dict, "return_dict") else output.to_tuple()
+
+
+def _per_image(text: torch.Tensor | None) -> torch.Tensor | None:
+    """(B, ...) -> (2B, ...), each row twice: the statement goes with both images of its pair."""
+    return None if text is None else text.repeat_interleave(2, dim=0)
+
+
+def _check_image_pairs(
+    config: LxmertConfig,
+    input_ids: torch.Tensor | None,
+    inputs_embeds: torch.Tensor | None,
+    visual_feats: torch.Tensor | None,
+    visual_pos: torch.Tensor | None,
+    visual_attention_mask: torch.Tensor | None,
+) -> None:
+    """The pair layout; check_inputs checks the rest once the pairs are flattened."""
+    for name, tensor, width in (
+        ("visual_feats", visual_feats, config.visual_feat_dim),
+        ("visual_pos", visual_pos, config.visual_pos_dim),
+    ):
+        if tensor is None:
+            raise ValueError(
+                f"{name} is missing: LxmertForVisualReasoning needs visual_feats (B, 2, N, {config.visual_feat_dim}) "
+                f"and visual_pos (B, 2, N, {config.visual_pos_dim})"
+            )
+        if tensor.dim() != 4 or tensor.shape[1] != 2:
+            raise ValueError(
+                f"{name} must be (batch, 2 images, boxes, {width}), one pair of images per statement; "
+                f"got shape {tuple(tensor.shape)}"
+            )
+    if visual_pos.shape[:3] != visual_feats.shape[:3]:
+        raise ValueError(
+            f"visual_pos and visual_feats must agree on (batch, 2, boxes): shapes {tuple(visual_pos.shape)} vs "
+            f"{tuple(visual_feats.shape)}"
+        )
+    if visual_attention_mask is not None and tuple(visual_attention_mask.shape) != tuple(visual_feats.shape[:3]):
+        raise ValueError(
+            f"visual_attention_mask must be (batch, 2, boxes) = {tuple(visual_feats.shape[:3])}, "
+            f"got {tuple(visual_attention_mask.shape)}"
+        )
+    text = input_ids if input_ids is not None else inputs_embeds
+    if text is not None and text.dim() >= 1 and text.shape[0] != visual_feats.shape[0]:
+        raise ValueError(
+            f"{text.shape[0]} statements but {visual_feats.shape[0]} image pairs (shapes {tuple(text.shape)} vs "
+            f"{tuple(visual_feats.shape)})"
+        )
+
+
+def _pair_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    if labels.is_floating_point() or labels.numel() != logits.shape[0]:
+        raise ValueError(
+            f"labels must be one class id per statement ({logits.shape[0]}, 1 = true), got a {labels.dtype} "
+            f"tensor of shape {tuple(labels.shape)}"
+        )
+    return F.cross_entropy(logits, labels.reshape(-1))
+
+
 class LxmertForPreTraining(LxmertPreTrainedModel):
     """LXMERT with every pretraining head: masked LM, image-text matching, masked objects, QA."""
 
@@ -801,9 +977,17 @@ class LxmertForPreTraining(LxmertPreTrainedModel):
 
     def resize_num_qa_labels(self, num_labels: int, labels: list[str] | None = None) -> nn.Linear:
         """As LxmertForQuestionAnswering.resize_num_qa_labels."""
+        self._check_answer_head()
+        return _resize_answer_head(self, self.answer_head, num_labels, labels)
+
+    def remap_answer_head(self, answers: Sequence[str], source_answers: Sequence[str] | None = None) -> int:
+        """As LxmertForQuestionAnswering.remap_answer_head."""
+        self._check_answer_head()
+        return _remap_answer_head(self, self.answer_head, answers, source_answers)
+
+    def _check_answer_head(self) -> None:
         if not self.config.task_qa:
             raise ValueError("this LxmertForPreTraining has no answer head (config.task_qa is False)")
-        return _resize_answer_head(self, self.answer_head, num_labels, labels)
 
     def forward(
         self,
@@ -914,3 +1098,70 @@ def _resize_answer_head(
         if len(config.id2label) != num_labels:
             config.id2label = None
     return head.logit_fc[-1]
+
+
+def _remap_answer_head(
+    model: LxmertPreTrainedModel,
+    head: LxmertVisualAnswerHead,
+    answers: Sequence[str],
+    source_answers: Sequence[str] | None,
+) -> int:
+    if isinstance(answers, str):
+        raise TypeError(
+            f"answers must be a list of answers, got the string {answers!r} (a shipped list: load_answers({answers!r}))"
+        )
+    answers = list(answers)
+    if not answers:
+        raise ValueError("answers is empty: the new answer head needs at least one answer")
+    repeated = [answer for answer, count in Counter(answers).items() if count > 1]
+    if repeated:
+        raise ValueError(f"answers repeats {name_list(repeated)}: each answer needs a row of its own")
+    old = head.logit_fc[-1]
+    source = _source_answers(model.config, old.out_features, source_answers)
+    row_of: dict[str, int] = {}
+    for row, answer in enumerate(source):
+        row_of.setdefault(answer, row)
+    rows = torch.tensor([row_of.get(normalize_pretrain_answer(a), -1) for a in answers], device=old.weight.device)
+    found = rows >= 0
+    with torch.no_grad():
+        weight = old.weight.new_zeros(len(answers), old.in_features)
+        bias = old.bias.new_zeros(len(answers))
+        weight[found] = old.weight[rows[found]]
+        bias[found] = old.bias[rows[found]]
+    new = _resize_answer_head(model, head, len(answers), answers)
+    with torch.no_grad():
+        new.weight.copy_(weight)
+        new.bias.copy_(bias)
+    carried = int(found.sum())
+    logger.info(
+        "answer head re-mapped to %d answers: %d carried over from its %d, %d start at zero",
+        len(answers),
+        carried,
+        len(source),
+        len(answers) - carried,
+    )
+    return carried
+
+
+def _source_answers(config: LxmertConfig, rows: int, source_answers: Sequence[str] | None) -> list[str]:
+    """The answer of each row of the current head."""
+    if source_answers is not None:
+        source = list(source_answers)
+        if len(source) != rows:
+            raise ValueError(f"source_answers has {len(source)} answers but the answer head has {rows} rows")
+        return source
+    if config.id2label is not None:
+        if len(config.id2label) != rows:
+            raise ValueError(
+                f"config.id2label has {len(config.id2label)} labels but the answer head has {rows} rows: "
+                "pass source_answers, one answer per row"
+            )
+        return [config.id2label[i] for i in range(rows)]
+    pretrain = load_answers("pretrain")
+    if rows == len(pretrain):
+        return pretrain
+    raise ValueError(
+        f"the answer head has {rows} rows and config.id2label is not set, so their answers are unknown: pass "
+        f"source_answers, one answer per row (only a head of {len(pretrain):,} rows is taken to be LXMERT's "
+        "pretraining answers)"
+    )
