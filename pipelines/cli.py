@@ -1,4 +1,5 @@
-"""The `lxmert` command: `lxmert ask IMAGE QUESTION` prints the top answers.
+"""The `lxmert` command: `lxmert ask IMAGE QUESTION` prints the top answers; `lxmert train` and
+`lxmert evaluate` fine-tune and score models (tasks.cli).
 
 Nothing heavy is imported before the arguments are parsed (`--help` answers at once), and what is cheap
 to check (the image, whether the checkpoints can be had) is checked before the models load.
@@ -12,6 +13,8 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
+
+from tasks.cli import add_evaluate_parser, add_train_parser, run_evaluate, run_train
 
 PROG = "lxmert ask"
 EXAMPLES = """\
@@ -40,7 +43,7 @@ class CommandError(Exception):
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lxmert",
-        description="Answer questions about images with LXMERT.",
+        description="Answer questions about images with LXMERT; fine-tune and evaluate it.",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -63,17 +66,26 @@ def build_parser() -> argparse.ArgumentParser:
     ask.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     ask.add_argument("--json", action="store_true", help='print JSON: [{"score": ..., "answer": ...}, ...]')
     ask.add_argument("--allow-network", action="store_true", help="let IMAGE be a URL")
+    add_train_parser(commands)
+    add_evaluate_parser(commands)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    command = "ask"
     try:
         args = build_parser().parse_args(argv)
+        command = args.command
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            if args.command == "train":
+                return run_train(args)
+            if args.command == "evaluate":
+                return run_evaluate(args)
             return ask(args)
     except KeyboardInterrupt:
-        print(f"{PROG}: interrupted", file=sys.stderr)
+        stopped = " (continue with --resume)" if command == "train" else ""
+        print(f"lxmert {command}: interrupted{stopped}", file=sys.stderr)
         return 130
 
 

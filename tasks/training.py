@@ -1,0 +1,512 @@
+"""Fine-tuning LXMERT on VQA, GQA or NLVR2 from feature stores: `train(TrainConfig(...))`, `lxmert train`.
+
+    data files -> records (tasks.data) -> records whose images the stores hold -> examples (tasks.examples)
+    -> batches in the epoch's seeded order -> the model -> loss -> an optimizer step every `grad_accum`
+    batches -> per epoch, the validation score -> best/ and last/
+
+The recipe defaults to LXMERT's (docs/training.md): 4 epochs of batch 32, BertAdam, a linear warmup over
+the first 10% of the steps and a linear decay to 0, gradient norm clipped at 5; VQA and GQA minimize
+binary cross-entropy on soft answer scores multiplied by the number of answers (lr 5e-5 and 1e-5), NLVR2
+cross-entropy (lr 5e-5). The output folder holds `run.json` (the configuration), `metrics.jsonl`, `best/`
+and `last/` (save_pretrained folders with the tokenizer) and `state.pt` (what `resume` continues from:
+model, optimizer, schedule, every random generator, the position in the epoch), each replaced atomically.
+
+Under torchrun every rank trains on its share of each epoch's order (DistributedDataParallel); rank 0
+validates and writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from tqdm import tqdm
+
+from extract.devices import resolve_device
+from lxmert import LxmertTokenizerFast
+
+from .config import METRICS_NAME, RESUME_KEYS, RUN_FILES, RUN_NAME, STATE_NAME, TrainConfig
+from .data import Question, Statement, read_answer_list, read_task_data
+from .examples import Batches, QuestionExamples, StatementExamples, match_images
+from .features import RegionFeatures
+from .metrics import evaluate_lxmert
+from .models import build_model, model_answers
+from .optim import build_optimizer, build_schedule
+
+
+class TrainingError(RuntimeError):
+    """A run that cannot start or had to stop (the message says why, and what was kept)."""
+
+
+@dataclass
+class TrainSummary:
+    """What a run did."""
+
+    output: Path
+    epochs: int
+    steps: int  # optimizer steps
+    train_examples: int
+    valid_scores: list[float] = field(default_factory=list)  # per epoch (empty without valid)
+    best_score: float | None = None
+    best_epoch: int | None = None
+    stopped: str | None = None  # why it stopped early, if it did
+
+
+# ---------------------------------------------------------------------------------------------------
+# Setup
+
+
+@dataclass
+class _Rank:
+    index: int = 0
+    world: int = 1
+    local: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.index == 0
+
+
+def _rank() -> _Rank:
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
+        return _Rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
+    return _Rank()
+
+
+def _prepare_output(config: TrainConfig) -> Path:
+    output = Path(config.output)
+    if output.exists() and not output.is_dir():
+        raise TrainingError(f"--output {output} is a file; give a folder")
+    held = [name for name in RUN_FILES if (output / name).exists()]
+    if held and not (config.resume or config.overwrite):
+        raise TrainingError(
+            f"{output} holds another run ({', '.join(held)}): pass --resume to continue it or --overwrite to replace it"
+        )
+    if config.resume and not (output / STATE_NAME).is_file():
+        raise TrainingError(f"--resume: {output} holds no training state ({STATE_NAME}) to continue from")
+    output.mkdir(parents=True, exist_ok=True)
+    if config.overwrite:
+        for name in held:
+            path = output / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return output
+
+
+def _load_records(task: str, paths: Sequence[str]) -> list[Question] | list[Statement]:
+    records: list = []
+    for path in paths:
+        records.extend(read_task_data(task, path))
+    return records
+
+
+def _answers_of(config: TrainConfig, records: Sequence[Question]) -> list[str] | None:
+    """The answer list: --answers, else the init checkpoint's own (a fine-tuned model), else every answer the
+    training labels give, in sorted order."""
+    if config.task == "nlvr2":
+        return None
+    if config.answers is not None:
+        return read_answer_list(config.answers)
+    own = model_answers(config.init)
+    if own is not None:
+        return own
+    return sorted({answer for record in records for answer in (record.label or {})})
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _rng_states() -> dict[str, Any]:
+    """Every random generator's state, as tensors and plain values (the state file loads with weights_only)."""
+    version, keys, position, has_gauss, gauss = np.random.get_state()
+    python_version, python_state, python_gauss = random.getstate()
+    states = {
+        "python": [python_version, torch.tensor(python_state, dtype=torch.int64), python_gauss],
+        "numpy": [version, torch.from_numpy(keys.astype(np.int64)), position, has_gauss, gauss],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict[str, Any]) -> None:
+    python_version, python_state, python_gauss = states["python"]
+    random.setstate((python_version, tuple(python_state.tolist()), python_gauss))
+    version, keys, position, has_gauss, gauss = states["numpy"]
+    np.random.set_state((version, keys.numpy().astype(np.uint32), position, has_gauss, gauss))
+    torch.set_rng_state(states["torch"])
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])
+
+
+def _epoch_order(size: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The epoch's batches: a permutation seeded by (seed, epoch), cut into full batches (the last partial
+    batch is dropped, as LXMERT's training loader does)."""
+    generator = torch.Generator().manual_seed(seed * 1000 + epoch)
+    order = torch.randperm(size, generator=generator).tolist()
+    return [order[start : start + batch_size] for start in range(0, size - batch_size + 1, batch_size)]
+
+
+class _Order(torch.utils.data.Sampler):
+    """Yields the given batches of indices (this rank's share), from the one to resume at."""
+
+    def __init__(self, batches: list[list[int]]):
+        self.batches = batches
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Writing
+
+
+def _write_atomically(path: Path, write) -> None:
+    """Write `path` through a temporary file in its folder, flushed to disk before it replaces `path`: a
+    crash or a full disk leaves the previous file as it was."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        with open(partial, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def _save_model(model: nn.Module, tokenizer: LxmertTokenizerFast, folder: Path) -> None:
+    """save_pretrained into a side folder that replaces `folder` once complete."""
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        model.save_pretrained(partial)
+        tokenizer.save_pretrained(partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    old = folder.with_name(folder.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(partial, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _append_metrics(output: Path, line: dict[str, Any]) -> None:
+    with open(output / METRICS_NAME, "a", encoding="utf-8") as file:
+        file.write(json.dumps(line) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# The loop
+
+
+def _loss(task: str, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    logits = logits.float()
+    if task == "nlvr2":
+        return nn.functional.cross_entropy(logits, target)
+    # LXMERT: the mean binary cross-entropy over answers, times their number
+    return nn.functional.binary_cross_entropy_with_logits(logits, target) * logits.size(1)
+
+
+def _forward(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    inputs = {name: batch[name] for name in ("input_ids", "attention_mask", "token_type_ids")}
+    inputs |= {name: batch[name] for name in ("visual_feats", "visual_pos", "visual_attention_mask")}
+    output = model(**inputs, return_dict=True)
+    return output.question_answering_score if hasattr(output, "question_answering_score") else output.logits
+
+
+def predict(
+    model: nn.Module,
+    examples: QuestionExamples | StatementExamples,
+    tokenizer: LxmertTokenizerFast,
+    *,
+    device: torch.device,
+    batch_size: int = 256,
+    max_length: int = 20,
+    num_workers: int = 0,
+    bf16: bool = False,
+) -> list[int]:
+    """The predicted label of every example (an answer index, or 1 / 0 for a true / false statement)."""
+    loader = torch.utils.data.DataLoader(
+        examples,
+        batch_size=batch_size,
+        collate_fn=Batches(tokenizer, max_length),
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),  # the global generator (dropout's) stays untouched
+    )
+    predictions = [0] * len(examples)
+    was_training = model.training
+    model.eval()
+    with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+        for batch in loader:
+            batch = {name: value.to(device) for name, value in batch.items()}
+            labels = _forward(model, batch).argmax(dim=-1).tolist()
+            for index, label in zip(batch["index"].tolist(), labels, strict=True):
+                predictions[index] = label
+    model.train(was_training)
+    return predictions
+
+
+def validation_score(task: str, examples, predictions: list[int], answers: list[str] | None) -> float:
+    """VQA / GQA: LXMERT's evaluator (the mean label score of the predicted answers); NLVR2: accuracy."""
+    if task == "nlvr2":
+        right = sum(
+            int(statement.label) == label for statement, label in zip(examples.statements, predictions, strict=True)
+        )
+        return right / len(predictions)
+    chosen = {
+        question.question_id: answers[label] for question, label in zip(examples.questions, predictions, strict=True)
+    }
+    records = [{"question_id": question.question_id, "label": question.label or {}} for question in examples.questions]
+    return evaluate_lxmert(chosen, records)
+
+
+def train(config: TrainConfig) -> TrainSummary:
+    """Run (or, with `config.resume`, continue) a fine-tuning run; see the module docstring."""
+    rank = _rank()
+    if rank.world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
+    if config.batch_size % (rank.world * config.grad_accum):
+        raise ValueError(
+            f"batch_size={config.batch_size} must be a multiple of ranks x grad_accum ({rank.world} x "
+            f"{config.grad_accum})"
+        )
+    output = _prepare_output(config) if rank.main else Path(config.output)
+    if rank.world > 1:
+        dist.barrier()
+    state = _read_state(output / STATE_NAME) if config.resume else None
+    if state is not None:
+        _check_resumable(state["config"], config)
+
+    device = resolve_device(config.device if rank.world == 1 or config.device else f"cuda:{rank.local}")
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    bf16 = device.type == "cuda" if config.bf16 is None else config.bf16
+    _seed_everything(config.seed)
+
+    features = RegionFeatures(config.features)
+    records = match_images(_load_records(config.task, config.train), features, strict=config.strict, what="train")
+    answers = _answers_of(config, records.records)
+    model, carried = build_model(config.task, config.init, answers, features.feature_dim)
+    model.to(device)
+    tokenizer = LxmertTokenizerFast()
+    if config.task == "nlvr2":
+        train_examples = StatementExamples(records.records, features)
+    else:
+        train_examples = QuestionExamples(records.records, features, answers)
+    valid_examples = None
+    if config.valid is not None:
+        valid = match_images(read_task_data(config.task, config.valid), features, strict=config.strict, what="valid")
+        valid_examples = (
+            StatementExamples(valid.records, features)
+            if config.task == "nlvr2"
+            else QuestionExamples(valid.records, features, answers)
+        )
+
+    per_rank = config.batch_size // (rank.world * config.grad_accum)  # batch of one forward pass on one rank
+    batches_per_epoch = len(train_examples) // config.batch_size  # optimizer steps per epoch
+    if batches_per_epoch == 0:
+        raise TrainingError(
+            f"{len(train_examples)} training examples make no batch of {config.batch_size}: lower --batch-size"
+        )
+    total_steps = batches_per_epoch * config.epochs
+    trained = torch.compile(model) if config.compile else model
+    if rank.world > 1:
+        trained = nn.parallel.DistributedDataParallel(
+            trained, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
+    schedule = build_schedule(optimizer, total_steps, config.warmup)
+
+    step = epoch = position = 0  # optimizer steps done; epoch; optimizer steps done in the epoch
+    best_score = best_epoch = None
+    valid_scores: list[float] = []
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        step, epoch, position = state["step"], state["epoch"], state["position"]
+        best_score, best_epoch, valid_scores = state["best_score"], state["best_epoch"], state["valid_scores"]
+        _set_rng_states(state["rng"])
+    if rank.main:
+        _write_run(output, config, train_examples, records, answers, carried, features)
+
+    def save_state() -> None:
+        if not rank.main:
+            return
+        snapshot = {
+            "config": dataclasses.asdict(config),
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "step": step,
+            "epoch": epoch,
+            "position": position,
+            "best_score": best_score,
+            "best_epoch": best_epoch,
+            "valid_scores": valid_scores,
+            "rng": _rng_states(),
+        }
+        _write_atomically(output / STATE_NAME, lambda file: torch.save(snapshot, file))
+
+    collate = Batches(tokenizer, config.max_length)
+    bar = tqdm(
+        total=total_steps,
+        initial=step,
+        unit="step",
+        desc=f"{config.task} {output.name}",
+        disable=not rank.main or (None if config.progress is None else not config.progress),
+    )
+    stopped = None
+    trained.train()
+    try:
+        while epoch < config.epochs:
+            order = _epoch_order(len(train_examples), config.batch_size, config.seed, epoch)
+            # this rank's forward batches: each optimizer batch split over ranks, then over accumulation steps
+            mine = [
+                chunk[start : start + per_rank]
+                for chunk in order[position:]
+                for start in range(
+                    rank.index * per_rank * config.grad_accum, (rank.index + 1) * per_rank * config.grad_accum, per_rank
+                )
+            ]
+            loader = torch.utils.data.DataLoader(
+                train_examples,
+                batch_sampler=_Order(mine),
+                collate_fn=collate,
+                num_workers=config.num_workers,
+                generator=torch.Generator().manual_seed(config.seed),  # the global generator stays untouched
+            )
+            started, seen, losses = time.perf_counter(), 0, []
+            for micro, batch in enumerate(loader):
+                batch = {name: value.to(device) for name, value in batch.items()}
+                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                    logits = _forward(trained, batch)
+                loss = _loss(config.task, logits, batch["target"])
+                (loss / config.grad_accum).backward()
+                losses.append(loss.detach())
+                seen += len(batch["index"])
+                if (micro + 1) % config.grad_accum:
+                    continue
+                mean_loss = torch.stack(losses).mean()
+                if rank.world > 1:
+                    dist.all_reduce(mean_loss)
+                    mean_loss /= rank.world
+                if not math.isfinite(mean_loss.item()):
+                    stopped = (
+                        f"the loss became {mean_loss.item()} at optimizer step {step + 1} (epoch {epoch + 1}); the "
+                        f"last good training state is {output / STATE_NAME}: lower --lr, or check the data"
+                    )
+                    raise TrainingError(stopped)
+                nn.utils.clip_grad_norm_(model.parameters(), config.max_grad_norm)
+                lr = schedule.get_last_lr()[0]
+                optimizer.step()
+                schedule.step()
+                optimizer.zero_grad(set_to_none=True)
+                losses = []
+                step, position = step + 1, position + 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
+                if rank.main and step % config.log_steps == 0:
+                    elapsed = time.perf_counter() - started
+                    _append_metrics(
+                        output,
+                        {
+                            "step": step,
+                            "epoch": epoch + position / batches_per_epoch,
+                            "loss": round(mean_loss.item(), 6),
+                            "lr": lr,
+                            "samples_per_second": round(seen * rank.world / elapsed, 2) if elapsed > 0 else None,
+                        },
+                    )
+                if config.save_steps and step % config.save_steps == 0 and position < batches_per_epoch:
+                    save_state()
+            epoch, position = epoch + 1, 0
+            if valid_examples is not None and rank.main:
+                predictions = predict(
+                    model,
+                    valid_examples,
+                    tokenizer,
+                    device=device,
+                    batch_size=config.valid_batch_size,
+                    max_length=config.max_length,
+                    bf16=bf16,
+                )
+                score = validation_score(config.task, valid_examples, predictions, answers)
+                valid_scores.append(score)
+                _append_metrics(output, {"epoch": epoch, "step": step, "valid": round(100 * score, 4)})
+                if best_score is None or score > best_score:
+                    best_score, best_epoch = score, epoch
+                    _save_model(model, tokenizer, output / "best")
+            if rank.main:
+                _save_model(model, tokenizer, output / "last")
+            save_state()
+            if rank.world > 1:
+                dist.barrier()
+    finally:
+        bar.close()
+        features.close()
+    if rank.main and best_epoch is None:
+        _save_model(model, tokenizer, output / "best")  # no validation: the last epoch is the best known
+    return TrainSummary(output, epoch, step, len(train_examples), valid_scores, best_score, best_epoch, stopped)
+
+
+def _write_run(output: Path, config: TrainConfig, examples, records, answers, carried, features) -> None:
+    run = {
+        "config": dataclasses.asdict(config),
+        "train_examples": len(examples),
+        "train_records_without_images": records.dropped,
+        "answers": len(answers) if answers is not None else None,
+        "answers_carried_over": carried,
+        "unknown_answers": getattr(examples, "unknown_answers", None),
+        "feature_stores": [str(path) for path in features.paths],
+        "feature_dim": features.feature_dim,
+        "max_boxes": features.max_boxes,
+        "command": sys.argv,
+    }
+    _write_atomically(output / RUN_NAME, lambda file: file.write(json.dumps(run, indent=2).encode() + b"\n"))
+
+
+def _read_state(path: Path) -> dict[str, Any]:
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated, not a torch file, objects that are not tensors or plain values
+        raise TrainingError(
+            f"--resume: cannot read the training state {path} ({type(error).__name__}: {error}); start the run "
+            "again with --overwrite"
+        ) from None
+
+
+def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
+    now = dataclasses.asdict(config)
+    differences = [
+        f"{key}: the run has {saved.get(key)!r}, now {now[key]!r}" for key in RESUME_KEYS if saved.get(key) != now[key]
+    ]
+    if differences:
+        raise TrainingError(
+            f"--resume: {config.output} was trained with other settings ({'; '.join(differences)}); resume with "
+            "the same ones, or start a new run in another folder"
+        )

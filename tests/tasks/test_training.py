@@ -1,0 +1,193 @@
+"""Fine-tuning end to end on the synthetic VQA task of conftest.py: learning, outputs, resume, refusals,
+evaluation and the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+import torch
+import transformers
+
+import tasks.training
+from lxmert import LxmertForQuestionAnswering
+from pipelines.cli import main as lxmert_main
+from tasks import TrainConfig, TrainingError, evaluate, train
+
+from .conftest import CLASSES
+
+# The tiny model learns this task in a few hundred steps with AdamW at 1e-3 (LXMERT's BertAdam at 5e-5 is
+# the recipe for the full-size model, whose head starts from pretrained answers).
+FAST = dict(epochs=8, batch_size=16, lr=1e-3, optimizer="adamw", progress=False)
+
+
+def config(vqa_task, output, init, **changes) -> TrainConfig:
+    folder = vqa_task["folder"]
+    settings = dict(
+        train=[str(folder / "train.json")],
+        valid=str(folder / "valid.json"),
+        features=[str(folder / "features.h5")],
+        output=str(output),
+        init=str(init),
+    )
+    return TrainConfig("vqa", **(settings | FAST | changes))
+
+
+def test_learns_the_synthetic_task_to_over_90_percent_and_writes_a_loadable_run(vqa_task, tiny_qa, tmp_path):
+    started = time.perf_counter()
+    summary = train(config(vqa_task, tmp_path / "run", tiny_qa))
+    assert time.perf_counter() - started < 120
+    assert summary.best_score >= 0.9, summary.valid_scores
+    assert summary.steps == 8 * (480 // 16) and summary.epochs == 8
+    run = tmp_path / "run"
+    lines = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines if "valid" in line] == list(range(1, 9))
+    step_lines = [line for line in lines if "loss" in line]
+    assert step_lines and all({"step", "epoch", "loss", "lr", "samples_per_second"} <= set(line) for line in step_lines)
+    written = json.loads((run / "run.json").read_text())
+    assert written["config"]["lr"] == 1e-3 and written["train_examples"] == 480 and written["answers"] == len(CLASSES)
+    for folder in ("best", "last"):
+        ours = LxmertForQuestionAnswering.from_pretrained(run / folder)
+        assert [ours.config.id2label[i] for i in range(len(CLASSES))] == CLASSES
+        theirs = transformers.LxmertForQuestionAnswering.from_pretrained(run / folder)
+        assert theirs.config.num_qa_labels == len(CLASSES)
+        assert (run / folder / "vocab.txt").is_file()
+    scores = evaluate(
+        "vqa",
+        run / "best",
+        vqa_task["folder"] / "valid.json",
+        [vqa_task["folder"] / "features.h5"],
+        predictions=tmp_path / "predict.json",
+    )
+    assert scores["metric"] == "lxmert" and scores["score"] == round(100 * summary.best_score, 2)
+    submitted = json.loads((tmp_path / "predict.json").read_text())
+    assert len(submitted) == 120 and set(submitted[0]) == {"question_id", "answer"}
+
+
+def test_a_pretraining_head_is_remapped_to_the_answer_list_by_string(vqa_task, tiny_pretrained, tmp_path):
+    summary = train(config(vqa_task, tmp_path / "run", tiny_pretrained, epochs=1))
+    written = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert written["answers_carried_over"] == len(CLASSES)  # cat, dog, car, tree, cup are pretraining answers
+    assert summary.steps == 30
+
+
+def test_resume_after_an_interruption_ends_with_the_same_weights(vqa_task, tiny_qa, tmp_path, monkeypatch):
+    settings = dict(epochs=2, save_steps=4, log_steps=1)
+    train(config(vqa_task, tmp_path / "whole", tiny_qa, **settings))
+
+    real = tasks.training._append_metrics
+
+    def interrupted(output, line):  # after optimizer step 39 (epoch 2), two steps past the state of step 36
+        real(output, line)
+        if line.get("step") == 39 and "loss" in line:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(tasks.training, "_append_metrics", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(config(vqa_task, tmp_path / "resumed", tiny_qa, **settings))
+    monkeypatch.setattr(tasks.training, "_append_metrics", real)
+    assert torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)["step"] == 36
+    train(config(vqa_task, tmp_path / "resumed", tiny_qa, resume=True, **settings))
+    whole = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)["model"]
+    resumed = torch.load(tmp_path / "resumed" / "state.pt", weights_only=True)["model"]
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+
+
+def test_resume_with_other_settings_is_refused_naming_them(vqa_task, tiny_qa, tmp_path):
+    train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1))
+    with pytest.raises(TrainingError, match=r"batch_size: the run has 16, now 32"):
+        train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1, batch_size=32, resume=True))
+
+
+def test_an_output_holding_a_run_is_refused_without_resume_or_overwrite(vqa_task, tiny_qa, tmp_path):
+    train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1))
+    with pytest.raises(TrainingError, match=r"holds another run .*--resume .*--overwrite"):
+        train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1))
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1, overwrite=True))
+    assert (tmp_path / "run" / "notes.txt").read_text() == "mine"  # --overwrite removes the run's files only
+    with pytest.raises(TrainingError, match="holds no training state"):
+        train(config(vqa_task, tmp_path / "empty", tiny_qa, epochs=1, resume=True))
+
+
+def test_a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_state(vqa_task, tiny_qa, tmp_path, monkeypatch):
+    real = tasks.training._loss
+    calls = []
+
+    def poisoned(task, logits, target):
+        calls.append(1)
+        loss = real(task, logits, target)
+        return loss * math.nan if len(calls) == 7 else loss
+
+    monkeypatch.setattr(tasks.training, "_loss", poisoned)
+    with pytest.raises(TrainingError, match=r"the loss became nan at optimizer step 7 \(epoch 1\); the last good"):
+        train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1, save_steps=5))
+    assert torch.load(tmp_path / "run" / "state.pt", weights_only=True)["step"] == 5
+
+
+def test_answers_of_a_head_of_another_size_need_a_source_list(vqa_task, tmp_path):
+    from helpers import TINY_LXMERT
+
+    from lxmert import LxmertConfig
+
+    folder = tmp_path / "unlabelled"
+    LxmertForQuestionAnswering(LxmertConfig(**dict(TINY_LXMERT, vocab_size=30522, num_qa_labels=3))).save_pretrained(
+        folder
+    )
+    with pytest.raises(ValueError, match=r"3"):
+        train(config(vqa_task, tmp_path / "run", folder, epochs=1))
+
+
+def test_the_lxmert_command_trains_and_evaluates(vqa_task, tiny_qa, tmp_path, capsys):
+    folder = vqa_task["folder"]
+    common = ["--features", str(folder / "features.h5")]
+    status = lxmert_main(
+        [
+            "train",
+            "vqa",
+            "--train",
+            str(folder / "train.json"),
+            "--valid",
+            str(folder / "valid.json"),
+            *common,
+            "--init",
+            str(tiny_qa),
+            "--output",
+            str(tmp_path / "run"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--optimizer",
+            "adamw",
+            "--lr",
+            "1e-3",
+            "--no-progress",
+        ]
+    )
+    assert status == 0, capsys.readouterr().err
+    assert "1 epochs, 30 steps" in capsys.readouterr().out
+    status = lxmert_main(
+        [
+            "evaluate",
+            "vqa",
+            "--model",
+            str(tmp_path / "run" / "best"),
+            "--data",
+            str(folder / "valid.json"),
+            *common,
+            "--predictions",
+            str(tmp_path / "p.json"),
+            "--json",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert status == 0 and json.loads(out)["examples"] == 120
+    status = lxmert_main(
+        ["train", "vqa", "--train", str(folder / "missing.json"), *common, "--output", str(tmp_path / "x")]
+    )
+    assert status == 1 and "missing.json" in capsys.readouterr().err
