@@ -28,7 +28,8 @@ def build_model(task: str, init: str, answers: Sequence[str] | None, feature_dim
     """(the model, how many answers kept their trained row: None for NLVR2). ValueError when the checkpoint
     reads features of another size than the stores hold."""
     if task == "nlvr2":
-        model, carried = LxmertForVisualReasoning.from_pretrained(init), None
+        # a pretraining or QA checkpoint has no NLVR2 head: it starts new (the loader warns, naming its tensors)
+        model, carried = LxmertForVisualReasoning.from_pretrained(init, strict=False), None
     else:
         model = LxmertForQuestionAnswering.from_pretrained(init)
         own = model_answers_of(model)

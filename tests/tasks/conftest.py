@@ -23,32 +23,34 @@ BOXES = 8
 DIM = 24  # TINY_LXMERT's visual_feat_dim
 
 
-def synthetic_image(rng: np.random.Generator, label: int) -> dict:
-    features = rng.normal(0, 0.3, (BOXES, DIM)).astype(np.float32)
-    big = rng.integers(BOXES)
-    features[big] = rng.normal(0, 0.3, DIM)
+def synthetic_image(rng: np.random.Generator, label: int, boxes: int = BOXES, dim: int = DIM) -> dict:
+    features = rng.normal(0, 0.3, (boxes, dim)).astype(np.float32)
+    big = rng.integers(boxes)
+    features[big] = rng.normal(0, 0.3, dim)
     features[big, label] += 6.0
-    corners = rng.uniform(0, 200, (BOXES, 2))
-    boxes = np.concatenate([corners, corners + rng.uniform(10, 100, (BOXES, 2))], axis=1).astype(np.float32)
+    corners = rng.uniform(0, 200, (boxes, 2))
+    corners = np.concatenate([corners, corners + rng.uniform(10, 100, (boxes, 2))], axis=1).astype(np.float32)
     return {
         "height": 320,
         "width": 320,
         "features": features,
-        "boxes": boxes,
-        "object_ids": rng.integers(0, 1600, BOXES),
-        "object_scores": rng.random(BOXES, dtype=np.float32),
-        "attribute_ids": rng.integers(0, 400, BOXES),
-        "attribute_scores": rng.random(BOXES, dtype=np.float32),
+        "boxes": corners,
+        "object_ids": rng.integers(0, 1600, boxes),
+        "object_scores": rng.random(boxes, dtype=np.float32),
+        "attribute_ids": rng.integers(0, 400, boxes),
+        "attribute_scores": rng.random(boxes, dtype=np.float32),
     }
 
 
-def write_synthetic_store(path: Path, labels: dict[str, int], seed: int = 0) -> Path:
+def write_synthetic_store(
+    path: Path, labels: dict[str, int], seed: int = 0, boxes: int = BOXES, dim: int = DIM
+) -> Path:
     rng = np.random.default_rng(seed)
     metadata = StoreMetadata(
-        num_boxes=str(BOXES), rule="synthetic", detector_config={}, checkpoint_sha256="-", feature_dim=DIM
+        num_boxes=str(boxes), rule="synthetic", detector_config={}, checkpoint_sha256="-", feature_dim=dim
     )
     with StoreWriter(path, metadata=metadata, feature_dtype="float16") as writer:
-        writer.append([{"id": image_id, **synthetic_image(rng, label)} for image_id, label in labels.items()])
+        writer.append([{"id": key, **synthetic_image(rng, label, boxes, dim)} for key, label in labels.items()])
     return path
 
 
@@ -88,3 +90,31 @@ def tiny_qa(tmp_path_factory) -> Path:
     )
     perturb(LxmertForQuestionAnswering(config), seed=4).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def nlvr2_task(tmp_path_factory) -> dict:
+    """A synthetic NLVR2 task: "both images show a cat" is true when the largest boxes of both images carry
+    class 0 (half the pairs; the false ones are any other pair of classes, so one image alone never tells);
+    LXMERT's NLVR2 JSON, and a store of both images of each pair."""
+    folder = tmp_path_factory.mktemp("nlvr2-task")
+    rng = np.random.default_rng(2)
+    classes, records, labels = 3, [], {}
+    for i in range(750):
+        true = bool(rng.integers(2))
+        left, right = (0, 0) if true else divmod(int(rng.integers(1, classes * classes)), classes)
+        split = "train" if i < 600 else "dev"
+        labels[f"{split}-{i}-0-img0"], labels[f"{split}-{i}-0-img1"] = left, right
+        records.append(
+            {
+                "identifier": f"{split}-{i}-0-0",
+                "img0": f"{split}-{i}-0-img0",
+                "img1": f"{split}-{i}-0-img1",
+                "sent": "both images show a cat.",
+                "label": int(true),
+            }
+        )
+    write_synthetic_store(folder / "features.h5", labels, seed=3)
+    (folder / "train.json").write_text(json.dumps(records[:600]))
+    (folder / "valid.json").write_text(json.dumps(records[600:]))
+    return {"folder": folder, "records": records}
