@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import sys
 from collections.abc import Sequence
 
@@ -119,7 +120,8 @@ def run_train(args: argparse.Namespace) -> int:
         if summary.best_score is None
         else f", best validation {100 * summary.best_score:.2f} (epoch {summary.best_epoch})"
     )
-    print(f"lxmert train: {summary.epochs} epochs, {summary.steps} steps{best} -> {summary.output}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, one summary
+        print(f"lxmert train: {summary.epochs} epochs, {summary.steps} steps{best} -> {summary.output}")
     return 0
 
 

@@ -12,7 +12,8 @@ and `last/` (save_pretrained folders with the tokenizer) and `state.pt` (what `r
 model, optimizer, schedule, every random generator, the position in the epoch), each replaced atomically.
 
 Under torchrun every rank trains on its share of each epoch's order (DistributedDataParallel); rank 0
-validates and writes.
+validates and writes while the others wait. Each rank draws its own dropout masks (seed + rank) and the
+state keeps every rank's generators: a run resumed on as many ranks continues exactly.
 """
 
 from __future__ import annotations
@@ -82,9 +83,20 @@ class _Rank:
 
 
 def _rank() -> _Rank:
+    if dist.is_initialized():  # a caller's process group, however it was launched
+        return _Rank(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", 0)))
     if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
         return _Rank(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     return _Rank()
+
+
+def _device(name: str | None, rank: _Rank) -> torch.device:
+    """This process's device: `name` (None: CUDA when available, else the CPU); under torchrun a CUDA device
+    without an index is GPU LOCAL_RANK, so that each rank of a node has its own."""
+    device = resolve_device(name)
+    if rank.world > 1 and device.type == "cuda" and device.index is None:
+        device = resolve_device(f"cuda:{rank.local}")
+    return device
 
 
 def _prepare_output(config: TrainConfig) -> Path:
@@ -104,6 +116,24 @@ def _prepare_output(config: TrainConfig) -> Path:
             path = output / name
             shutil.rmtree(path) if path.is_dir() else path.unlink()
     return output
+
+
+def _prepare_output_on_rank_0(config: TrainConfig, rank: _Rank) -> Path:
+    """_prepare_output on rank 0 while the others wait; a refusal stops every rank with its message (rather than
+    leaving them waiting for a rank that has gone)."""
+    refusal = None
+    if rank.main:
+        try:
+            _prepare_output(config)
+        except (TrainingError, OSError) as error:
+            refusal = error
+    message = [None if refusal is None else str(refusal)]
+    dist.broadcast_object_list(message)
+    if refusal is not None:
+        raise refusal
+    if message[0] is not None:
+        raise TrainingError(message[0])
+    return Path(config.output)
 
 
 def _load_records(task: str, paths: Sequence[str]) -> list[Question] | list[Statement]:
@@ -285,27 +315,36 @@ def validation_score(task: str, examples, predictions: list[int], answers: list[
 
 
 def train(config: TrainConfig) -> TrainSummary:
-    """Run (or, with `config.resume`, continue) a fine-tuning run; see the module docstring."""
+    """Run (or, with `config.resume`, continue) a fine-tuning run; see the module docstring. Under torchrun
+    it joins the process group, or sets one up from torchrun's environment (NCCL on GPUs, gloo on the CPU)
+    and takes it down at the end."""
     rank = _rank()
-    if rank.world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() and config.device != "cpu" else "gloo")
+    device = _device(config.device, rank)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)  # before the first collective: NCCL runs it on the current device
+    created = rank.world > 1 and not dist.is_initialized()
+    if created:
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    try:
+        return _train(config, rank, device)
+    finally:
+        if created:
+            dist.destroy_process_group()
+
+
+def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSummary:
     if config.batch_size % (rank.world * config.grad_accum):
         raise ValueError(
             f"batch_size={config.batch_size} must be a multiple of ranks x grad_accum ({rank.world} x "
             f"{config.grad_accum})"
         )
-    output = _prepare_output(config) if rank.main else Path(config.output)
-    if rank.world > 1:
-        dist.barrier()
+    output = _prepare_output(config) if rank.world == 1 else _prepare_output_on_rank_0(config, rank)
     state = _read_state(output / STATE_NAME) if config.resume else None
     if state is not None:
         _check_resumable(state["config"], config)
 
-    device = resolve_device(config.device if rank.world == 1 or config.device else f"cuda:{rank.local}")
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
     bf16 = device.type == "cuda" if config.bf16 is None else config.bf16
-    _seed_everything(config.seed)
+    _seed_everything(config.seed + rank.index)  # each rank its own dropout draws (the data order has its own seed)
 
     features = RegionFeatures(config.features)
     records = match_images(_load_records(config.task, config.train), features, strict=config.strict, what="train")
@@ -333,11 +372,16 @@ def train(config: TrainConfig) -> TrainSummary:
             f"{len(train_examples)} training examples make no batch of {config.batch_size}: lower --batch-size"
         )
     total_steps = batches_per_epoch * config.epochs
-    trained = torch.compile(model) if config.compile else model
+    trained = model
     if rank.world > 1:
+        # DistributedDataParallel averages the ranks' gradients; the vision branch of the last cross-modality
+        # layer feeds no output the heads read, hence find_unused_parameters (their gradients stay None, as
+        # in one process). It starts every rank from rank 0's weights (the heads' new rows are random).
         trained = nn.parallel.DistributedDataParallel(
-            trained, device_ids=[device.index] if device.type == "cuda" else None
+            model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
+    if config.compile:
+        trained = torch.compile(trained)  # over DistributedDataParallel, as torch recommends
     optimizer = build_optimizer(model, config.optimizer, config.lr, config.weight_decay)
     schedule = build_schedule(optimizer, total_steps, config.warmup)
 
@@ -350,11 +394,21 @@ def train(config: TrainConfig) -> TrainSummary:
         schedule.load_state_dict(state["schedule"])
         step, epoch, position = state["step"], state["epoch"], state["position"]
         best_score, best_epoch, valid_scores = state["best_score"], state["best_epoch"], state["valid_scores"]
-        _set_rng_states(state["rng"])
+        saved_rngs = state.get("rank_rngs", [state["rng"]])
+        if len(saved_rngs) == rank.world:
+            _set_rng_states(saved_rngs[rank.index])
+        elif rank.main:  # the run had another number of ranks: the others keep their freshly seeded generators
+            _set_rng_states(state["rng"])
     if rank.main:
         _write_run(output, config, train_examples, records, answers, carried, features)
+        if state is not None:
+            _forget_metrics_after(output, step)
 
-    def save_state() -> None:
+    def save_state() -> None:  # called by every rank: each one's random generators go into the state
+        rngs = _rng_states()
+        if rank.world > 1:
+            rank_rngs = [None] * rank.world
+            dist.all_gather_object(rank_rngs, rngs)
         if not rank.main:
             return
         snapshot = {
@@ -368,8 +422,10 @@ def train(config: TrainConfig) -> TrainSummary:
             "best_score": best_score,
             "best_epoch": best_epoch,
             "valid_scores": valid_scores,
-            "rng": _rng_states(),
+            "rng": rngs,
         }
+        if rank.world > 1:
+            snapshot["rank_rngs"] = rank_rngs
         _write_atomically(output / STATE_NAME, lambda file: torch.save(snapshot, file))
 
     collate = Batches(tokenizer, config.max_length)
@@ -464,14 +520,36 @@ def train(config: TrainConfig) -> TrainSummary:
             if rank.main:
                 _save_model(model, tokenizer, output / "last")
             save_state()
-            if rank.world > 1:
-                dist.barrier()
+            if rank.world > 1:  # the others wait for rank 0's files, and learn its scores (one summary for all)
+                scores = [valid_scores, best_score, best_epoch]
+                dist.broadcast_object_list(scores)
+                valid_scores, best_score, best_epoch = scores
     finally:
         bar.close()
         features.close()
     if rank.main and best_epoch is None:
         _save_model(model, tokenizer, output / "best")  # no validation: the last epoch is the best known
+    if rank.world > 1:
+        dist.barrier()  # no rank returns before the run's files are complete
     return TrainSummary(output, epoch, step, len(train_examples), valid_scores, best_score, best_epoch, stopped)
+
+
+def _forget_metrics_after(output: Path, step: int) -> None:
+    """Drop the metrics lines of steps past `step` (a resumed run does them again, so each step is logged once)."""
+    path = output / METRICS_NAME
+    if not path.exists():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            if json.loads(line).get("step", 0) > step:
+                continue
+        except ValueError:  # a line cut short by a kill
+            continue
+        kept.append(line)
+    if len(kept) != len(lines):
+        _write_atomically(path, lambda file: file.write("".join(kept).encode("utf-8")))
 
 
 def _write_run(output: Path, config: TrainConfig, examples, records, answers, carried, features) -> None:

@@ -242,3 +242,46 @@ def test_no_question_left_after_matching_images_is_an_error(vqa_task, tiny_qa, t
     other = write_synthetic_store(tmp_path / "other.h5", {"unrelated": 0})
     with pytest.raises(ValueError, match=r"train: no record left: none of the 480 records has its images"):
         train(config(vqa_task, tmp_path / "run", tiny_qa, features=[str(other)]))
+
+
+def test_sigkilled_at_two_moments_and_resumed_ends_with_the_weights_of_an_uninterrupted_run(
+    vqa_task, tiny_qa, tmp_path
+):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    folder = vqa_task["folder"]
+
+    def command(output, *extra):
+        return [
+            sys.executable, "-m", "tasks", "train", "vqa", "--train", str(folder / "train.json"),
+            "--features", str(folder / "features.h5"), "--init", str(tiny_qa), "--output", str(output),
+            "--epochs", "2", "--batch-size", "16", "--optimizer", "adamw", "--lr", "1e-3", "--save-steps", "3",
+            "--log-steps", "1", "--device", "cpu", "--no-progress", *extra,
+        ]  # fmt: skip
+
+    assert subprocess.run(command(tmp_path / "whole"), capture_output=True, timeout=300).returncode == 0
+    run = tmp_path / "killed"
+    for kill_at, extra in ((11, ()), (47, ("--resume",))):  # mid-epoch 1, then mid-epoch 2 of the resumed run
+        child = subprocess.Popen(command(run, *extra), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and child.poll() is None:
+            metrics = run / "metrics.jsonl"
+            steps = metrics.read_text().count('"loss"') if metrics.exists() else 0
+            if steps >= kill_at:
+                os.kill(child.pid, signal.SIGKILL)
+                break
+            time.sleep(0.02)
+        child.wait(timeout=60)
+        assert child.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert subprocess.run(command(run, "--resume"), capture_output=True, timeout=300).returncode == 0
+    whole = torch.load(tmp_path / "whole" / "state.pt", weights_only=True)
+    resumed = torch.load(run / "state.pt", weights_only=True)
+    assert resumed["step"] == whole["step"] == 60
+    logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert logged == list(range(1, 61))  # the steps a resumed run does again are logged once
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
