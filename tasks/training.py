@@ -471,9 +471,10 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
                 if rank.world > 1:
                     dist.all_reduce(mean_loss)
                     mean_loss /= rank.world
-                if not math.isfinite(mean_loss.item()):
+                loss_value = mean_loss.item()  # one host sync per optimizer step
+                if not math.isfinite(loss_value):
                     stopped = (
-                        f"the loss became {mean_loss.item()} at optimizer step {step + 1} (epoch {epoch + 1}); the "
+                        f"the loss became {loss_value} at optimizer step {step + 1} (epoch {epoch + 1}); the "
                         f"last good training state is {output / STATE_NAME}: lower --lr, or check the data"
                     )
                     raise TrainingError(stopped)
@@ -485,7 +486,8 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
                 losses = []
                 step, position = step + 1, position + 1
                 bar.update(1)
-                bar.set_postfix(loss=f"{mean_loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
+                if not bar.disable:
+                    bar.set_postfix(loss=f"{loss_value:.4f}", lr=f"{lr:.2e}", refresh=False)
                 if rank.main and step % config.log_steps == 0:
                     elapsed = time.perf_counter() - started
                     _append_metrics(
@@ -493,7 +495,7 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
                         {
                             "step": step,
                             "epoch": epoch + position / batches_per_epoch,
-                            "loss": round(mean_loss.item(), 6),
+                            "loss": round(loss_value, 6),
                             "lr": lr,
                             "samples_per_second": round(seen * rank.world / elapsed, 2) if elapsed > 0 else None,
                         },
@@ -509,6 +511,7 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
                     device=device,
                     batch_size=config.valid_batch_size,
                     max_length=config.max_length,
+                    num_workers=config.num_workers,
                     bf16=bf16,
                 )
                 score = validation_score(config.task, valid_examples, predictions, answers)
