@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from .answers import normalize_answer, strip_answer
+from .files import write_atomically
 
 PathLike = str | os.PathLike
 _SHOWN_IDS = 10  # ids listed in an error message
@@ -479,7 +480,7 @@ def write_vqa_predictions(path: PathLike, answers: Mapping[int, str]) -> Path:
         except TypeError:
             raise ValueError(f"VQA question ids are integers, got {question_id!r}") from None
         records.append({"question_id": question_id, "answer": _answer_text(answer, question_id)})
-    return _write_atomically(path, _json_list(records))
+    return _write_text(path, _json_list(records))
 
 
 def write_gqa_predictions(path: PathLike, answers: Mapping[str, str]) -> Path:
@@ -493,7 +494,7 @@ def write_gqa_predictions(path: PathLike, answers: Mapping[str, str]) -> Path:
             except TypeError:
                 raise ValueError(f"GQA question ids are strings, got {question_id!r}") from None
         records.append({"questionId": question_id, "prediction": _answer_text(answer, question_id)})
-    return _write_atomically(path, _json_list(records))
+    return _write_text(path, _json_list(records))
 
 
 def write_nlvr2_predictions(path: PathLike, predictions: Mapping[str, Any]) -> Path:
@@ -507,7 +508,7 @@ def write_nlvr2_predictions(path: PathLike, predictions: Mapping[str, Any]) -> P
             )
         value = _nlvr2_bool(prediction, f"NLVR2 prediction for {identifier!r}")
         lines.append(f"{identifier},{value}\n")
-    return _write_atomically(path, "".join(lines))
+    return _write_text(path, "".join(lines))
 
 
 def _answer_text(answer: Any, question_id: Any) -> str:
@@ -516,28 +517,14 @@ def _answer_text(answer: Any, question_id: Any) -> str:
     return answer
 
 
+def _write_text(path: PathLike, text: str) -> Path:
+    return write_atomically(path, lambda file: file.write(text.encode("utf-8")))
+
+
 def _json_list(records: list[dict[str, Any]]) -> str:
     if not records:
         return "[]\n"
     return "[\n" + ",\n".join(json.dumps(record, ensure_ascii=False) for record in records) + "\n]\n"
-
-
-def _write_atomically(path: PathLike, text: str) -> Path:
-    """Write `text` to a temporary file beside `path`, flushed to disk, then put it in place with os.replace: a
-    crash leaves the previous file whole."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "w", encoding="utf-8", newline="") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    return path
 
 
 # ---------------------------------------------------------------------------------------------------

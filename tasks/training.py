@@ -44,6 +44,7 @@ from .config import METRICS_NAME, RESUME_KEYS, RUN_FILES, RUN_NAME, STATE_NAME, 
 from .data import Question, Statement, read_answer_list, read_task_data
 from .examples import Batches, QuestionExamples, StatementExamples, match_images
 from .features import RegionFeatures
+from .files import write_atomically
 from .metrics import evaluate_lxmert
 from .models import build_model, model_answers
 from .optim import build_optimizer, build_schedule
@@ -209,21 +210,6 @@ class _Order(torch.utils.data.Sampler):
 
 # ---------------------------------------------------------------------------------------------------
 # Writing
-
-
-def _write_atomically(path: Path, write) -> None:
-    """Write `path` through a temporary file in its folder, flushed to disk before it replaces `path`: a
-    crash or a full disk leaves the previous file as it was."""
-    partial = path.with_name(path.name + ".partial")
-    try:
-        with open(partial, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
 
 
 def _save_model(model: nn.Module, tokenizer: LxmertTokenizerFast, folder: Path) -> None:
@@ -426,7 +412,7 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
         }
         if rank.world > 1:
             snapshot["rank_rngs"] = rank_rngs
-        _write_atomically(output / STATE_NAME, lambda file: torch.save(snapshot, file))
+        write_atomically(output / STATE_NAME, lambda file: torch.save(snapshot, file))
 
     collate = Batches(tokenizer, config.max_length)
     bar = tqdm(
@@ -552,7 +538,7 @@ def _forget_metrics_after(output: Path, step: int) -> None:
             continue
         kept.append(line)
     if len(kept) != len(lines):
-        _write_atomically(path, lambda file: file.write("".join(kept).encode("utf-8")))
+        write_atomically(path, lambda file: file.write("".join(kept).encode("utf-8")))
 
 
 def _write_run(output: Path, config: TrainConfig, examples, records, answers, carried, features) -> None:
@@ -568,7 +554,7 @@ def _write_run(output: Path, config: TrainConfig, examples, records, answers, ca
         "max_boxes": features.max_boxes,
         "command": sys.argv,
     }
-    _write_atomically(output / RUN_NAME, lambda file: file.write(json.dumps(run, indent=2).encode() + b"\n"))
+    write_atomically(output / RUN_NAME, lambda file: file.write(json.dumps(run, indent=2).encode() + b"\n"))
 
 
 def _read_state(path: Path) -> dict[str, Any]:
