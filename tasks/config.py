@@ -94,5 +94,3 @@ class TrainConfig:
         for ok, name, expected in checks:
             if not ok:
                 raise ValueError(f"{name}={getattr(self, name)!r}: expected {expected}")
-        if not self.train:
-            raise ValueError("no training data given (train=[...], --train FILE...)")

@@ -300,10 +300,19 @@ def validation_score(task: str, examples, predictions: list[int], answers: list[
     return evaluate_lxmert(chosen, records)
 
 
-def train(config: TrainConfig) -> TrainSummary:
+def train(
+    config: TrainConfig,
+    *,
+    train_records: Sequence[Question | Statement] | None = None,
+    valid_records: Sequence[Question | Statement] | None = None,
+) -> TrainSummary:
     """Run (or, with `config.resume`, continue) a fine-tuning run; see the module docstring. Under torchrun
     it joins the process group, or sets one up from torchrun's environment (NCCL on GPUs, gloo on the CPU)
-    and takes it down at the end."""
+    and takes it down at the end.
+
+    train_records / valid_records: records read by the caller (e.g. `tasks.data.read_hf_dataset` of a
+    `datasets.Dataset`), used instead of (train) or besides (valid) the files of the config; a resumed run
+    must be given the same records (only the files are compared)."""
     rank = _rank()
     device = _device(config.device, rank)
     if device.type == "cuda" and device.index is not None:
@@ -312,13 +321,15 @@ def train(config: TrainConfig) -> TrainSummary:
     if created:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     try:
-        return _train(config, rank, device)
+        return _train(config, rank, device, train_records, valid_records)
     finally:
         if created:
             dist.destroy_process_group()
 
 
-def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSummary:
+def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records, valid_records) -> TrainSummary:
+    if not config.train and train_records is None:
+        raise ValueError("no training data given (train=[...], --train FILE..., or train_records=)")
     if config.batch_size % (rank.world * config.grad_accum):
         raise ValueError(
             f"batch_size={config.batch_size} must be a multiple of ranks x grad_accum ({rank.world} x "
@@ -333,7 +344,10 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
     _seed_everything(config.seed + rank.index)  # each rank its own dropout draws (the data order has its own seed)
 
     features = RegionFeatures(config.features)
-    records = match_images(_load_records(config.task, config.train), features, strict=config.strict, what="train")
+    given = list(train_records) if train_records is not None else []
+    records = match_images(
+        given + _load_records(config.task, config.train), features, strict=config.strict, what="train"
+    )
     answers = _answers_of(config, records.records)
     model, carried = build_model(config.task, config.init, answers, features.feature_dim)
     model.to(device)
@@ -343,8 +357,9 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device) -> TrainSumma
     else:
         train_examples = QuestionExamples(records.records, features, answers)
     valid_examples = None
-    if config.valid is not None:
-        valid = match_images(read_task_data(config.task, config.valid), features, strict=config.strict, what="valid")
+    if config.valid is not None or valid_records is not None:
+        read = read_task_data(config.task, config.valid) if config.valid is not None else []
+        valid = match_images(list(valid_records or []) + read, features, strict=config.strict, what="valid")
         valid_examples = (
             StatementExamples(valid.records, features)
             if config.task == "nlvr2"

@@ -285,3 +285,28 @@ def test_sigkilled_at_two_moments_and_resumed_ends_with_the_weights_of_an_uninte
     assert logged == list(range(1, 61))  # the steps a resumed run does again are logged once
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
+
+
+def test_trains_on_questions_of_a_datasets_dataset(vqa_task, tiny_qa, tmp_path):
+    import datasets
+
+    from tasks.data import read_hf_dataset
+
+    records = vqa_task["records"]
+    dataset = datasets.Dataset.from_dict(
+        {
+            "question": [record["sent"] for record in records],
+            "image_id": [record["img_id"] for record in records],
+            "answers": [[next(iter(record["label"]))] * 10 for record in records],  # ten annotators agree
+        }
+    )
+    questions = read_hf_dataset(dataset)
+    assert questions[0].label == {CLASSES[vqa_task["labels"]["img0000"]]: 1.0}
+    summary = train(
+        config(vqa_task, tmp_path / "run", tiny_qa, train=[], valid=None, epochs=1),
+        train_records=questions[:480],
+        valid_records=questions[480:],
+    )
+    assert summary.steps == 30 and summary.train_examples == 480 and len(summary.valid_scores) == 1
+    with pytest.raises(ValueError, match="no training data given"):
+        train(config(vqa_task, tmp_path / "none", tiny_qa, train=[]))
