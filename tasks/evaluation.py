@@ -97,7 +97,11 @@ def evaluate(
             scores |= {"metric": "vqa", **evaluate_vqa(submission, annotations)}
     elif task == "gqa" and form == "gqa":
         submission = [{"questionId": qid, "prediction": answer} for qid, answer in chosen.items()]
-        scores |= {"metric": "gqa", **evaluate_gqa(submission, data)}
+        # GQA's script wants every balanced question of the file answered: score the ones whose images the
+        # stores hold (`skipped` says how many were left out)
+        questions = json.loads(Path(data).read_text(encoding="utf-8"))
+        answered = {qid: question for qid, question in questions.items() if qid in chosen}
+        scores |= {"metric": "gqa", **evaluate_gqa(submission, answered)}
     elif _labelled(examples.questions):
         records = [{"question_id": q.question_id, "label": q.label} for q in examples.questions]
         scores |= {"metric": "lxmert", "score": round(100 * evaluate_lxmert(chosen, records), 2)}

@@ -310,3 +310,18 @@ def test_trains_on_questions_of_a_datasets_dataset(vqa_task, tiny_qa, tmp_path):
     assert summary.steps == 30 and summary.train_examples == 480 and len(summary.valid_scores) == 1
     with pytest.raises(ValueError, match="no training data given"):
         train(config(vqa_task, tmp_path / "none", tiny_qa, train=[]))
+
+
+def test_gqa_evaluation_scores_the_questions_whose_images_the_stores_hold(tiny_qa, tmp_path):
+    from helpers import FIXTURES
+
+    from .conftest import write_synthetic_store
+
+    questions = FIXTURES / "tasks" / "gqa" / "testdev_balanced_questions.json"
+    first_image = json.loads(questions.read_text())["20968379"]["imageId"]
+    store = write_synthetic_store(tmp_path / "gqa.h5", {first_image: 0})  # the other question's image is missing
+    with pytest.warns(UserWarning, match="1 of 2 records name images that none of the feature stores holds"):
+        scores = evaluate("gqa", tiny_qa, questions, [store], predictions=tmp_path / "p.json")
+    assert (scores["metric"], scores["examples"], scores["skipped"]) == ("gqa", 1, 1)
+    assert scores["accuracy"] in (0.0, 100.0)
+    assert [row["questionId"] for row in json.loads((tmp_path / "p.json").read_text())] == ["20968379"]
