@@ -7,11 +7,15 @@ from lxmert.modeling import (
     LxmertForPreTraining,
     LxmertForQuestionAnswering,
     LxmertForVisualReasoning,
-    LxmertForVisualReasoningOutput,
     LxmertModel,
     LxmertPreTrainedModel,
 )
-from lxmert.outputs import LxmertForPreTrainingOutput, LxmertForQuestionAnsweringOutput, LxmertModelOutput
+from lxmert.outputs import (
+    LxmertForPreTrainingOutput,
+    LxmertForQuestionAnsweringOutput,
+    LxmertForVisualReasoningOutput,
+    LxmertModelOutput,
+)
 from lxmert.tokenization import BatchEncoding, LxmertTokenizer, LxmertTokenizerFast
 
 __all__ = [

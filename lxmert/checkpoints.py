@@ -29,8 +29,9 @@ from lxmert.tf_checkpoint import HEAD_MODULES, read_tf_checkpoint
 logger = logging.getLogger("lxmert")
 
 # A checkpoint may carry heads the target class lacks (a pretraining checkpoint loaded into
-# LxmertForQuestionAnswering): those tensors are not used, not an error.
-HEAD_PREFIXES = tuple(f"{name}." for name in HEAD_MODULES)
+# LxmertForQuestionAnswering, an NLVR2 one's `logit_fc` into any other class): those tensors are not
+# used, not an error.
+HEAD_PREFIXES = tuple(f"{name}." for name in (*HEAD_MODULES, "logit_fc"))
 
 # Old BERT-era checkpoints name LayerNorm parameters gamma / beta.
 _RENAMES = [(re.compile(r"\.gamma$"), ".weight"), (re.compile(r"\.beta$"), ".bias")]

@@ -14,7 +14,6 @@ import os
 import warnings
 from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -29,9 +28,8 @@ from lxmert.labels import load_answers, normalize_pretrain_answer
 from lxmert.outputs import (
     LxmertForPreTrainingOutput,
     LxmertForQuestionAnsweringOutput,
+    LxmertForVisualReasoningOutput,
     LxmertModelOutput,
-    ModelOutput,
-    Tensors,
 )
 
 logger = logging.getLogger("lxmert")
@@ -819,25 +817,6 @@ class LxmertForQuestionAnswering(LxmertPreTrainedModel):
             cross_encoder_attentions=encoded.cross_encoder_attentions,
         )
         return output if self.lxmert._flag(return_dict, "return_dict") else output.to_tuple()
-
-
-@dataclass
-class LxmertForVisualReasoningOutput(ModelOutput):
-    """Outputs of LxmertForVisualReasoning.
-
-    loss: cross-entropy of the logits (only when labels were given).
-    logits (B, 2): index 1 means "the statement is true of the image pair".
-    The hidden states and attentions are those of LxmertModelOutput for the 2B encoder rows, in pairs:
-    row 2b + i is example b with image i.
-    """
-
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    language_hidden_states: Tensors | None = None
-    vision_hidden_states: Tensors | None = None
-    language_attentions: Tensors | None = None
-    vision_attentions: Tensors | None = None
-    cross_encoder_attentions: Tensors | None = None
 
 
 class LxmertForVisualReasoning(LxmertPreTrainedModel):

@@ -113,3 +113,22 @@ class LxmertForQuestionAnsweringOutput(ModelOutput):
     language_attentions: Tensors | None = None
     vision_attentions: Tensors | None = None
     cross_encoder_attentions: Tensors | None = None
+
+
+@dataclass
+class LxmertForVisualReasoningOutput(ModelOutput):
+    """Outputs of LxmertForVisualReasoning.
+
+    loss: cross-entropy of the logits (only when labels were given).
+    logits (B, 2): index 1 means "the statement is true of the image pair".
+    The hidden states and attentions are those of LxmertModelOutput for the 2B encoder rows, in pairs:
+    row 2b + i is example b with image i.
+    """
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    language_hidden_states: Tensors | None = None
+    vision_hidden_states: Tensors | None = None
+    language_attentions: Tensors | None = None
+    vision_attentions: Tensors | None = None
+    cross_encoder_attentions: Tensors | None = None

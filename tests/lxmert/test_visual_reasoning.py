@@ -220,3 +220,16 @@ def test_answers_is_refused_without_an_answer_head(model, tmp_path):
     model.save_pretrained(tmp_path)
     with pytest.raises(TypeError, match="LxmertForVisualReasoning has none"):
         LxmertForVisualReasoning.from_pretrained(tmp_path, answers=["yes", "no"])
+
+
+def test_its_head_loaded_into_another_class_is_an_unused_head(model, tmp_path, recwarn, caplog):
+    # An NLVR2 checkpoint into the VQA class: the encoder is kept, `logit_fc` is a head that class lacks (not
+    # "a tensor that is not part of an LXMERT model"), and the answer head is new.
+    model.save_pretrained(tmp_path)
+    with caplog.at_level("INFO", logger="lxmert"):
+        loaded = LxmertForQuestionAnswering.from_pretrained(tmp_path, strict=False)
+    messages = [str(warning.message) for warning in recwarn]
+    assert not any("not part of an LXMERT model" in message for message in messages), messages
+    assert any("answer_head.logit_fc.0.weight" in message for message in messages), messages
+    assert "6 tensors of heads that LxmertForQuestionAnswering does not have were not used" in caplog.text
+    assert torch.equal(loaded.lxmert.pooler.dense.weight, model.lxmert.pooler.dense.weight)
