@@ -11,9 +11,11 @@ cross-entropy (lr 5e-5). The output folder holds `run.json` (the configuration),
 and `last/` (save_pretrained folders with the tokenizer) and `state.pt` (what `resume` continues from:
 model, optimizer, schedule, every random generator, the position in the epoch), each replaced atomically.
 
-Under torchrun every rank trains on its share of each epoch's order (DistributedDataParallel); rank 0
-validates and writes while the others wait. Each rank draws its own dropout masks (seed + rank) and the
-state keeps every rank's generators: a run resumed on as many ranks continues exactly.
+Under torchrun every rank trains on its share of each epoch's order (DistributedDataParallel: gradients are
+averaged once per optimizer step, not per accumulated micro-batch) and predicts its share of the validation set
+(the predictions are gathered, so every rank knows the score); rank 0 alone writes. Each rank draws its own
+dropout masks (seed + rank) and the state keeps every rank's generators: a run resumed on as many ranks
+continues exactly.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import shutil
 import sys
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -264,11 +267,14 @@ def predict(
     max_length: int = 20,
     num_workers: int = 0,
     bf16: bool = False,
+    indices: Sequence[int] | None = None,
 ) -> list[int]:
-    """The predicted label of every example (an answer index, or 1 / 0 for a true / false statement)."""
+    """The predicted label of every example (an answer index, or 1 / 0 for a true / false statement); with
+    `indices`, of those examples only (the others' entries stay 0)."""
     loader = torch.utils.data.DataLoader(
         examples,
         batch_size=batch_size,
+        sampler=indices,
         collate_fn=Batches(tokenizer, max_length),
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(0),  # the global generator (dropout's) stays untouched
@@ -283,6 +289,29 @@ def predict(
             for index, label in zip(batch["index"].tolist(), labels, strict=True):
                 predictions[index] = label
     model.train(was_training)
+    return predictions
+
+
+def _validate(model, examples, tokenizer, config: TrainConfig, device, bf16: bool, rank: _Rank) -> list[int]:
+    """The predictions for every validation example: each rank predicts every world-th one, then the ranks
+    exchange them (so no rank waits through a whole validation in a collective, and each knows the score)."""
+    mine = range(rank.index, len(examples), rank.world)
+    predictions = predict(
+        model,
+        examples,
+        tokenizer,
+        device=device,
+        batch_size=config.valid_batch_size,
+        max_length=config.max_length,
+        num_workers=config.num_workers,
+        bf16=bf16,
+        indices=mine,
+    )
+    if rank.world > 1:
+        shares: list = [None] * rank.world
+        dist.all_gather_object(shares, [predictions[index] for index in mine])
+        for index, share in enumerate(shares):
+            predictions[index :: rank.world] = share
     return predictions
 
 
@@ -373,12 +402,12 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records
             f"{len(train_examples)} training examples make no batch of {config.batch_size}: lower --batch-size"
         )
     total_steps = batches_per_epoch * config.epochs
-    trained = model
+    trained = ddp = model
     if rank.world > 1:
         # DistributedDataParallel averages the ranks' gradients; the vision branch of the last cross-modality
         # layer feeds no output the heads read, hence find_unused_parameters (their gradients stay None, as
         # in one process). It starts every rank from rank 0's weights (the heads' new rows are random).
-        trained = nn.parallel.DistributedDataParallel(
+        trained = ddp = nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None, find_unused_parameters=True
         )
     if config.compile:
@@ -460,10 +489,13 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records
             started, seen, losses = time.perf_counter(), 0, []
             for micro, batch in enumerate(loader):
                 batch = {name: value.to(device) for name, value in batch.items()}
-                with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
-                    logits = _forward(trained, batch)
-                loss = _loss(config.task, logits, batch["target"])
-                (loss / config.grad_accum).backward()
+                # a micro-batch before the last of an optimizer step keeps its gradients on its rank
+                accumulating = rank.world > 1 and (micro + 1) % config.grad_accum != 0
+                with ddp.no_sync() if accumulating else nullcontext():
+                    with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                        logits = _forward(trained, batch)
+                    loss = _loss(config.task, logits, batch["target"])
+                    (loss / config.grad_accum).backward()
                 losses.append(loss.detach())
                 seen += len(batch["index"])
                 if (micro + 1) % config.grad_accum:
@@ -504,30 +536,19 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records
                 if config.save_steps and step % config.save_steps == 0 and position < batches_per_epoch:
                     save_state()
             epoch, position = epoch + 1, 0
-            if valid_examples is not None and rank.main:
-                predictions = predict(
-                    model,
-                    valid_examples,
-                    tokenizer,
-                    device=device,
-                    batch_size=config.valid_batch_size,
-                    max_length=config.max_length,
-                    num_workers=config.num_workers,
-                    bf16=bf16,
-                )
+            if valid_examples is not None:
+                predictions = _validate(model, valid_examples, tokenizer, config, device, bf16, rank)
                 score = validation_score(config.task, valid_examples, predictions, answers)
                 valid_scores.append(score)
-                _append_metrics(output, {"epoch": epoch, "step": step, "valid": round(100 * score, 4)})
+                if rank.main:
+                    _append_metrics(output, {"epoch": epoch, "step": step, "valid": round(100 * score, 4)})
                 if best_score is None or score > best_score:
                     best_score, best_epoch = score, epoch
-                    _save_model(model, tokenizer, output / "best")
+                    if rank.main:
+                        _save_model(model, tokenizer, output / "best")
             if rank.main:
                 _save_model(model, tokenizer, output / "last")
             save_state()
-            if rank.world > 1:  # the others wait for rank 0's files, and learn its scores (one summary for all)
-                scores = [valid_scores, best_score, best_epoch]
-                dist.broadcast_object_list(scores)
-                valid_scores, best_score, best_epoch = scores
     finally:
         bar.close()
         features.close()

@@ -93,6 +93,16 @@ def tiny_qa(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_qa_without_dropout(tiny_qa, tmp_path_factory) -> Path:
+    """tiny_qa without dropout: runs that split their batches differently (over ranks, or into accumulated
+    micro-batches) draw other dropout masks, so only runs without dropout can be compared."""
+    folder = tmp_path_factory.mktemp("tiny-qa-without-dropout")
+    config = LxmertConfig.from_pretrained(tiny_qa, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    LxmertForQuestionAnswering.from_pretrained(tiny_qa, config=config).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def nlvr2_task(tmp_path_factory) -> dict:
     """A synthetic NLVR2 task: "both images show a cat" is true when the largest boxes of both images carry
     class 0 (half the pairs; the false ones are any other pair of classes, so one image alone never tells);

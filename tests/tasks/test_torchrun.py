@@ -1,13 +1,14 @@
 """Fine-tuning under torchrun: two CPU processes (gloo) on the synthetic VQA task of conftest.py.
 
-The first test runs `torchrun -m tasks train` and compares it with one process: same steps, same logged losses,
-the same weights within float tolerance, files written by rank 0 alone. The second runs this file under
-torchrun (the `__main__` part below): in one launch, a whole run, the same run interrupted (Ctrl-C reaches every
-rank) and resumed, and a refused run; the resumed run ends with the whole run's weights and random generators,
-bit for bit.
+The first test runs `torchrun -m tasks train` with two accumulated micro-batches per rank and compares it with
+one process: same steps, same logged losses and validation scores, the same weights within float tolerance, files
+written by rank 0 alone. The second runs this file under torchrun (the `__main__` part below): in one launch, a
+whole run, the same run interrupted (Ctrl-C reaches every rank) and resumed, a refused run, and a run with
+accumulation and validation (gradients synchronized once per optimizer step; each rank validates its share);
+the resumed run ends with the whole run's weights and random generators, bit for bit.
 
-Tolerance. The ranks' gradients are averaged by an all-reduce of two 8-example means where one process takes one
-16-example mean: the sums run in another order. After 60 AdamW steps at lr 1e-3 the weights differ by at most
+Tolerance. The ranks' gradients are averaged by an all-reduce of per-rank gradients where one process sums all
+micro-batches itself: the sums run in another order. After 60 AdamW steps at lr 1e-3 the weights differ by at most
 ~1e-6 (measured 9.4e-7; bound 1e-5), except the attention key biases: their true gradient is 0 (softmax ignores
 a shift shared by all keys), so what they get is rounding noise that Adam scales to full steps (measured
 1.8e-3 apart). They change no output: the answer scores agree within 1.4e-6 (bound 1e-4).
@@ -26,7 +27,7 @@ import torch
 import torch.distributed as dist
 
 import tasks.training
-from lxmert import LxmertConfig, LxmertForQuestionAnswering, LxmertTokenizerFast
+from lxmert import LxmertForQuestionAnswering, LxmertTokenizerFast
 from tasks import TrainConfig, train
 from tasks.cli import main as tasks_main
 from tasks.data import read_task_data
@@ -68,16 +69,6 @@ def answer_scores(model_folder: Path, folder: Path) -> torch.Tensor:
     return scores
 
 
-@pytest.fixture(scope="module")
-def tiny_qa_without_dropout(tiny_qa, tmp_path_factory) -> Path:
-    """tiny_qa without dropout: the ranks draw their own dropout masks, one process others, so only a run without
-    dropout can match one process."""
-    folder = tmp_path_factory.mktemp("tiny-qa-without-dropout")
-    config = LxmertConfig.from_pretrained(tiny_qa, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    LxmertForQuestionAnswering.from_pretrained(tiny_qa, config=config).save_pretrained(folder)
-    return folder
-
-
 def test_two_ranks_share_each_batch_and_end_with_the_weights_of_one_process(
     vqa_task, tiny_qa_without_dropout, tmp_path
 ):
@@ -85,7 +76,8 @@ def test_two_ranks_share_each_batch_and_end_with_the_weights_of_one_process(
     files = dict(train="train.json", valid="valid.json", features="features.h5")
     data = {name: str(folder / file) for name, file in files.items()}
     data |= dict(init=str(tiny_qa_without_dropout), device="cpu")
-    ran = launch("-m", "tasks", "train", "vqa", *flags(data | RECIPE), "--no-progress", "--output", str(tmp_path / "2"))
+    recipe = RECIPE | dict(grad_accum=2)  # each rank: two micro-batches of 4 per optimizer batch of 16
+    ran = launch("-m", "tasks", "train", "vqa", *flags(data | recipe), "--no-progress", "--output", str(tmp_path / "2"))
     assert ran.returncode == 0, ran.stdout + ran.stderr
     summaries = [line for line in ran.stdout.splitlines() if line.startswith("lxmert train:")]
     assert len(summaries) == 1 and "2 epochs, 60 steps, best validation" in summaries[0]  # rank 0 prints it
@@ -93,10 +85,10 @@ def test_two_ranks_share_each_batch_and_end_with_the_weights_of_one_process(
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each rank (torchrun's default): the sums then differ by the rank split only
     try:
-        one = train(TrainConfig("vqa", **data, **RECIPE, output=str(tmp_path / "1"), progress=False))
+        one = train(TrainConfig("vqa", **data, **recipe, output=str(tmp_path / "1"), progress=False))
     finally:
         torch.set_num_threads(threads)
-    assert one.steps == 60  # 480 examples in optimizer batches of 16, each rank 8 of every one of them
+    assert one.steps == 60  # 480 examples in optimizer batches of 16, each rank 2 x 4 of every one of them
 
     two = tmp_path / "2"
     assert sorted(path.name for path in two.iterdir()) == ["best", "last", "metrics.jsonl", "run.json", "state.pt"]
@@ -125,13 +117,14 @@ def test_two_ranks_share_each_batch_and_end_with_the_weights_of_one_process(
 def test_a_run_interrupted_under_torchrun_resumes_to_the_weights_of_the_whole_run(vqa_task, tiny_qa, tmp_path):
     folder = vqa_task["folder"]
     (tmp_path / "train.json").write_text(json.dumps(vqa_task["records"][:160]))  # 10 steps per epoch
+    (tmp_path / "valid.json").write_text(json.dumps(vqa_task["records"][480:521]))  # for the accumulated run
     settings = dict(train=tmp_path / "train.json", features=folder / "features.h5", init=tiny_qa, device="cpu")
     settings |= RECIPE | dict(save_steps=4)  # states at steps 4, 8, 10 (epoch 1), 12, 16, 20
     ran = launch(__file__, str(tmp_path), "vqa", *flags(settings), "--no-progress")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     ranks = [json.loads((tmp_path / f"rank{index}.json").read_text()) for index in range(2)]
     for rank in ranks:
-        assert rank["statuses"] == {"whole": 0, "interrupted": 130, "resumed": 0, "refused": 1}
+        assert rank["statuses"] == {"whole": 0, "interrupted": 130, "resumed": 0, "refused": 1, "accumulated": 0}
     assert ran.stderr.count("holds another run") == 2  # rank 0's refusal stops both ranks
 
     # each rank took its half of every optimizer batch, in the epoch's order
@@ -151,14 +144,29 @@ def test_a_run_interrupted_under_torchrun_resumes_to_the_weights_of_the_whole_ru
     for model in ("best", "last"):
         LxmertForQuestionAnswering.from_pretrained(tmp_path / "resumed" / model)
 
+    # --grad-accum 2 for 2 epochs of 10 steps: one micro-batch of each step under no_sync, on each rank
+    assert [rank["no_sync"] for rank in ranks] == [20, 20]
+    assert [len(share) for rank in ranks for share in rank["accumulated_shares"]] == [4] * 80
+    # each rank validated every other question of the 41 (in one batch) and both know the scores of all
+    assert [rank["valid_indices"] for rank in ranks] == [[list(range(0, 41, 2))] * 2, [list(range(1, 41, 2))] * 2]
+    accumulated = state(tmp_path / "accumulated")
+    assert ranks[0]["valid_scores"] == ranks[1]["valid_scores"] == accumulated["valid_scores"]
+    lines = [json.loads(line) for line in (tmp_path / "accumulated" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["valid"] for line in lines if "valid" in line] == [
+        round(100 * score, 4) for score in accumulated["valid_scores"]
+    ]  # written once, by rank 0
+
 
 def run_in_each_rank(folder: Path, arguments: list[str]) -> None:
-    """Under torchrun: a whole run, the same run interrupted at INTERRUPT_AT and resumed, and a run refused
-    (its output holds a run); each rank writes what it saw to rank{RANK}.json."""
+    """Under torchrun: a whole run, the same run interrupted at INTERRUPT_AT and resumed, a run refused (its
+    output holds a run), and a run with --grad-accum 2 and validation; each rank writes what it saw to
+    rank{RANK}.json."""
     dist.init_process_group("gloo")  # train() joins it
-    rank, forwards, shares = dist.get_rank(), [0], []
+    rank, forwards, shares, valid_indices, no_syncs = dist.get_rank(), [0], [], [], [0]
     interrupt_at = [None]
     forward = tasks.training._forward
+    no_sync = torch.nn.parallel.DistributedDataParallel.no_sync
+    score, scores = tasks.training.validation_score, []
 
     def counted(model, batch):
         if model.training:
@@ -166,9 +174,21 @@ def run_in_each_rank(folder: Path, arguments: list[str]) -> None:
             shares.append(batch["index"].tolist())
             if forwards[0] == interrupt_at[0]:
                 raise KeyboardInterrupt  # on every rank, as torchrun forwards a Ctrl-C to each
+        else:
+            valid_indices.append(batch["index"].tolist())
         return forward(model, batch)
 
+    def counted_no_sync(self):
+        no_syncs[0] += 1
+        return no_sync(self)
+
+    def recorded(*arguments):
+        scores.append(score(*arguments))
+        return scores[-1]
+
     tasks.training._forward = counted
+    tasks.training.validation_score = recorded
+    torch.nn.parallel.DistributedDataParallel.no_sync = counted_no_sync
     command = ["train", *arguments]
     statuses = {"whole": tasks_main([*command, "--output", str(folder / "whole")])}
     seen = {"shares": list(shares)}
@@ -177,6 +197,12 @@ def run_in_each_rank(folder: Path, arguments: list[str]) -> None:
     seen["interrupted_state_step"] = state(folder / "resumed")["step"]
     statuses["resumed"] = tasks_main([*command, "--output", str(folder / "resumed"), "--resume"])
     statuses["refused"] = tasks_main([*command, "--output", str(folder / "whole")])
+    del shares[:]
+    no_syncs[0] = 0
+    accumulated = [*command, "--grad-accum", "2", "--valid", str(folder / "valid.json")]
+    statuses["accumulated"] = tasks_main([*accumulated, "--output", str(folder / "accumulated")])
+    seen |= {"accumulated_shares": shares, "no_sync": no_syncs[0], "valid_indices": valid_indices}
+    seen["valid_scores"] = scores
     (folder / f"rank{rank}.json").write_text(json.dumps(seen | {"statuses": statuses}))
     dist.destroy_process_group()
 
