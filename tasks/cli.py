@@ -21,6 +21,8 @@ examples:
       --features train2014.h5 val2014.h5 --init unc-nlp/lxmert-base-uncased --output runs/vqa
   lxmert train gqa --train train.json --valid testdev.json --features gqa.h5 --output runs/gqa
   lxmert train nlvr2 --train train.json --valid valid.json --features nlvr2.h5 --output runs/nlvr2
+  lxmert train vqa --train-dataset ./my_vqa --train-split train --valid-dataset ./my_vqa \
+      --valid-split validation --image-column image_id --features my_images.h5 --output runs/mine
   lxmert train vqa ... --output runs/vqa --resume        # continue a stopped run
   torchrun --nproc-per-node 8 -m tasks train vqa ...     # the same run on 8 GPUs
 
@@ -49,8 +51,21 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     )
     parser.add_argument("task", choices=TASKS)
     data = parser.add_argument_group("data and model")
-    data.add_argument("--train", nargs="+", required=True, metavar="FILE", help="training data files")
+    data.add_argument("--train", nargs="+", default=[], metavar="FILE", help="training data files")
     data.add_argument("--valid", metavar="FILE", help="validation data, scored after every epoch")
+    hf = parser.add_argument_group(
+        "questions of a `datasets` dataset (vqa, gqa; besides or instead of --train / --valid)",
+        "A hub dataset name or a save_to_disk folder; the split is needed when it has several.\n"
+        "Answers: a list of annotator answers (soft scores as VQA's), one answer, or answer -> score.",
+    )
+    hf.add_argument("--train-dataset", metavar="NAME_OR_DIR", help="training questions")
+    hf.add_argument("--train-split", metavar="SPLIT")
+    hf.add_argument("--valid-dataset", metavar="NAME_OR_DIR", help="validation questions")
+    hf.add_argument("--valid-split", metavar="SPLIT")
+    hf.add_argument("--question-column", default=defaults.question_column, metavar="NAME")
+    hf.add_argument("--image-column", default=defaults.image_column, metavar="NAME", help="the store ids")
+    hf.add_argument("--answers-column", default=defaults.answers_column, metavar="NAME")
+    hf.add_argument("--question-id-column", metavar="NAME", help="default: the row index")
     data.add_argument("--features", nargs="+", required=True, metavar="STORE", help="feature stores of the images")
     data.add_argument("--init", default=DEFAULT_INIT, metavar="CHECKPOINT", help=f"start from (default {DEFAULT_INIT})")
     data.add_argument("--answers", metavar="FILE", help="JSON list of answers (index = label); default: the init's own")
@@ -108,6 +123,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    if not args.train and args.train_dataset is None:
+        print("lxmert train: error: no training data: give --train FILE... or --train-dataset", file=sys.stderr)
+        return 2
     from .training import TrainingError, train  # after parsing: torch takes seconds to import
 
     try:

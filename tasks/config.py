@@ -20,6 +20,12 @@ RUN_FILES = (RUN_NAME, METRICS_NAME, STATE_NAME, "best", "last")
 RESUME_KEYS = (
     "task",
     "train",
+    "train_dataset",
+    "train_split",
+    "question_column",
+    "image_column",
+    "answers_column",
+    "question_id_column",
     "features",
     "init",
     "answers",
@@ -36,10 +42,20 @@ class TrainConfig:
     """Every setting of a run (each one is also an `lxmert train` flag of the same name)."""
 
     task: str  # "vqa", "gqa" or "nlvr2"
-    train: list[str]  # data files (tasks.data formats)
+    train: list[str]  # data files (tasks.data formats); may be empty when train_dataset is given
     features: list[str]  # feature stores holding the images of the train and valid data
     output: str  # the run's folder
     valid: str | None = None  # a data file scored after every epoch; the best epoch goes to best/
+    # Questions of a `datasets` dataset (vqa, gqa): a hub name or a save_to_disk folder, and its split (needed
+    # when it has several), read by column (tasks.data.read_hf_dataset).
+    train_dataset: str | None = None
+    train_split: str | None = None
+    valid_dataset: str | None = None
+    valid_split: str | None = None
+    question_column: str = "question"
+    image_column: str = "image_id"  # values: the store ids
+    answers_column: str = "answers"  # annotator answers, one answer, or answer -> score
+    question_id_column: str | None = None  # default: the row index
     init: str = DEFAULT_INIT  # checkpoint to start from: pretraining (head re-mapped) or fine-tuned
     answers: str | None = None  # JSON answer list (index = label); default: the init's, else the training data's
     epochs: int = 4
@@ -75,6 +91,11 @@ class TrainConfig:
         self.features = [os.fspath(path) for path in self.features]
         if self.lr is None:
             self.lr = DEFAULT_LR[self.task]
+        if self.task == "nlvr2" and (self.train_dataset or self.valid_dataset):
+            raise ValueError("train_dataset / valid_dataset hold questions (vqa, gqa); NLVR2 reads data files")
+        for which in ("train", "valid"):
+            if getattr(self, f"{which}_split") is not None and getattr(self, f"{which}_dataset") is None:
+                raise ValueError(f"{which}_split={getattr(self, f'{which}_split')!r} goes with {which}_dataset")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
         checks = (

@@ -21,6 +21,7 @@ continues exactly.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -41,10 +42,11 @@ from torch import nn
 from tqdm import tqdm
 
 from extract.devices import resolve_device
+from extract.jobs.inputs import check_columns, load_dataset_split
 from lxmert import LxmertTokenizerFast
 
 from .config import METRICS_NAME, RESUME_KEYS, RUN_FILES, RUN_NAME, STATE_NAME, TrainConfig
-from .data import Question, Statement, read_answer_list, read_task_data
+from .data import Question, Statement, read_answer_list, read_hf_dataset, read_task_data
 from .examples import Batches, QuestionExamples, StatementExamples, match_images
 from .features import RegionFeatures
 from .files import write_atomically
@@ -145,6 +147,43 @@ def _load_records(task: str, paths: Sequence[str]) -> list[Question] | list[Stat
     for path in paths:
         records.extend(read_task_data(task, path))
     return records
+
+
+def _dataset_questions(config: TrainConfig, which: str) -> list[Question]:
+    """The questions of config.train_dataset or valid_dataset (`which`: "train" or "valid"); none when not set."""
+    name = getattr(config, f"{which}_dataset")
+    if name is None:
+        return []
+    split_flag = f"--{which}-split"
+    dataset = load_dataset_split(name, getattr(config, f"{which}_split"), split_flag=split_flag)
+    columns = {
+        "--question-column": config.question_column,
+        "--image-column": config.image_column,
+        "--answers-column": config.answers_column or None,
+        "--question-id-column": config.question_id_column,
+    }
+    check_columns(dataset, **columns)  # the messages name the flags, where read_hf_dataset's name its arguments
+    return read_hf_dataset(
+        dataset,
+        question=config.question_column,
+        image_id=config.image_column,
+        answers=config.answers_column or None,
+        question_id=config.question_id_column,
+    )
+
+
+def records_digest(records: Sequence[Question | Statement]) -> str:
+    """SHA-256 of the records' content, in order (ids, images, text, labels): what a resumed run must train on
+    again, however it was read (files, a dataset, records given from Python)."""
+    digest = hashlib.sha256()
+    for record in records:
+        if isinstance(record, Question):
+            label = None if record.label is None else sorted(record.label.items())
+            fields = (record.question_id, record.image_id, record.text, label)
+        else:
+            fields = (record.identifier, record.image_ids, record.text, record.label)
+        digest.update(repr(fields).encode("utf-8"))
+    return digest.hexdigest()
 
 
 def _answers_of(config: TrainConfig, records: Sequence[Question]) -> list[str] | None:
@@ -340,8 +379,8 @@ def train(
     and takes it down at the end.
 
     train_records / valid_records: records read by the caller (e.g. `tasks.data.read_hf_dataset` of a
-    `datasets.Dataset`), used instead of (train) or besides (valid) the files of the config; a resumed run
-    must be given the same records (only the files are compared)."""
+    `datasets.Dataset`), used besides the files and datasets of the config. A resumed run must train on records
+    of the same content (a digest of them is in the state), however they are given."""
     rank = _rank()
     device = _device(config.device, rank)
     if device.type == "cuda" and device.index is not None:
@@ -357,8 +396,8 @@ def train(
 
 
 def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records, valid_records) -> TrainSummary:
-    if not config.train and train_records is None:
-        raise ValueError("no training data given (train=[...], --train FILE..., or train_records=)")
+    if not config.train and config.train_dataset is None and train_records is None:
+        raise ValueError("no training data given (--train FILE..., --train-dataset, or train_records= in Python)")
     if config.batch_size % (rank.world * config.grad_accum):
         raise ValueError(
             f"batch_size={config.batch_size} must be a multiple of ranks x grad_accum ({rank.world} x "
@@ -374,9 +413,15 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records
 
     features = RegionFeatures(config.features)
     given = list(train_records) if train_records is not None else []
-    records = match_images(
-        given + _load_records(config.task, config.train), features, strict=config.strict, what="train"
-    )
+    everything = given + _dataset_questions(config, "train") + _load_records(config.task, config.train)
+    digest = records_digest(everything)
+    if state is not None and state.get("train_digest", digest) != digest:
+        raise TrainingError(
+            f"--resume: the training records differ from those {config.output} was trained on (same settings, other "
+            "content: a data file or dataset changed, or other train_records); resume on the same data, or start a "
+            "new run in another folder"
+        )
+    records = match_images(everything, features, strict=config.strict, what="train")
     answers = _answers_of(config, records.records)
     model, carried = build_model(config.task, config.init, answers, features.feature_dim)
     model.to(device)
@@ -386,9 +431,10 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records
     else:
         train_examples = QuestionExamples(records.records, features, answers)
     valid_examples = None
-    if config.valid is not None or valid_records is not None:
+    if config.valid is not None or config.valid_dataset is not None or valid_records is not None:
         read = read_task_data(config.task, config.valid) if config.valid is not None else []
-        valid = match_images(list(valid_records or []) + read, features, strict=config.strict, what="valid")
+        read = list(valid_records or []) + _dataset_questions(config, "valid") + read
+        valid = match_images(read, features, strict=config.strict, what="valid")
         valid_examples = (
             StatementExamples(valid.records, features)
             if config.task == "nlvr2"
@@ -452,6 +498,7 @@ def _train(config: TrainConfig, rank: _Rank, device: torch.device, train_records
             "best_score": best_score,
             "best_epoch": best_epoch,
             "valid_scores": valid_scores,
+            "train_digest": digest,
             "rng": rngs,
         }
         if rank.world > 1:
@@ -606,7 +653,9 @@ def _read_state(path: Path) -> dict[str, Any]:
 def _check_resumable(saved: dict[str, Any], config: TrainConfig) -> None:
     now = dataclasses.asdict(config)
     differences = [
-        f"{key}: the run has {saved.get(key)!r}, now {now[key]!r}" for key in RESUME_KEYS if saved.get(key) != now[key]
+        f"{key}: the run has {saved[key]!r}, now {now[key]!r}"
+        for key in RESUME_KEYS
+        if key in saved and saved[key] != now[key]  # a key newer than the state: nothing to compare
     ]
     if differences:
         raise TrainingError(

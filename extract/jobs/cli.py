@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ..images import DEFAULT_MAX_IMAGE_PIXELS
 from ..options import COMPUTE_DTYPES, DEFAULT_DETECTOR, FEATURE_DTYPES, RULES, parse_box_range
-from .inputs import ID_FROM, IMAGE_EXTENSIONS, InputError, load_image_dataset
+from .inputs import ID_FROM, IMAGE_EXTENSIONS, InputError, load_dataset_split
 
 PROG = "lxmert-extract"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -242,7 +242,7 @@ def _run_job(args: argparse.Namespace) -> int:
     if args.retry_failed and not args.resume:
         raise InputError("--retry-failed goes with --resume (a new store has no failed images)")
     if args.dataset:
-        inputs = load_image_dataset(args.dataset, args.split)
+        inputs = load_dataset_split(args.dataset, args.split)
     elif args.split or args.id_column or args.image_column != "image":
         raise InputError("--split, --image-column and --id-column go with --dataset")
     else:

@@ -1,5 +1,5 @@
 """Region features added to a Hugging Face `datasets` Dataset as columns (reading a dataset's images for a
-job is extract.jobs.inputs' `load_image_dataset` / `dataset_images`).
+job is extract.jobs.inputs' `load_dataset_split` / `dataset_images`).
 
 `add_region_features(dataset, extractor)`: for users who keep everything in Arrow, a batched ``map`` that
 runs the extractor and adds ``features`` (K, D), ``boxes`` / ``normalized_boxes`` (K, 4) as Array2D columns

@@ -240,10 +240,12 @@ def dataset_images(
     return list(first_row.items()), len(dataset) - len(first_row)
 
 
-def load_image_dataset(name_or_path: str | os.PathLike, split: str | None = None) -> Any:
+def load_dataset_split(
+    name_or_path: str | os.PathLike, split: str | None = None, *, split_flag: str = "--split"
+) -> Any:
     """A `datasets.Dataset`: a folder written by ``save_to_disk`` (a Dataset, or a DatasetDict and its
     ``split``) or a hub dataset (``load_dataset(name, split=split)``). ``split`` may be omitted when there
-    is one split."""
+    is one split; `split_flag` is the option the messages name for it."""
     import datasets
 
     path = Path(name_or_path).expanduser()
@@ -253,13 +255,13 @@ def load_image_dataset(name_or_path: str | os.PathLike, split: str | None = None
         except FileNotFoundError as error:
             raise InputError(f"{path} is not a dataset written by save_to_disk ({error})") from None
         if isinstance(loaded, datasets.Dataset) and split is not None:
-            raise InputError(f"{path} holds a single dataset, not splits: drop the split ({split!r})")
+            raise InputError(f"{path} holds a single dataset, not splits: drop {split_flag} ({split!r})")
     else:
         loaded = datasets.load_dataset(str(name_or_path), split=split)
     if isinstance(loaded, datasets.DatasetDict):
         splits = ", ".join(loaded)
         if split is None and len(loaded) != 1:
-            raise InputError(f"{name_or_path} has the splits {splits}: choose one (--split)")
+            raise InputError(f"{name_or_path} has the splits {splits}: choose one ({split_flag})")
         if split is not None and split not in loaded:
             raise InputError(f"{name_or_path} has no split {split!r}; its splits: {splits}")
         loaded = loaded[split] if split is not None else next(iter(loaded.values()))

@@ -4,6 +4,7 @@ asserted here.)"""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -332,6 +333,54 @@ def test_trains_on_questions_of_a_datasets_dataset(vqa_task, tiny_qa, tmp_path):
     assert summary.steps == 30 and summary.train_examples == 480 and len(summary.valid_scores) == 1
     with pytest.raises(ValueError, match="no training data given"):
         train(config(vqa_task, tmp_path / "none", tiny_qa, train=[]))
+    # a resumed run must get records of the same content, however they are given
+    changed = [*questions[:479], dataclasses.replace(questions[479], text="what is the smallest thing?")]
+    resumed = config(vqa_task, tmp_path / "run", tiny_qa, train=[], valid=None, epochs=1, resume=True)
+    with pytest.raises(TrainingError, match="the training records differ from those .* was trained on"):
+        train(resumed, train_records=changed)
+    assert train(resumed, train_records=questions[:480]).steps == 30  # the same records: nothing left to do
+
+
+def test_the_command_line_trains_on_questions_of_a_saved_datasets_dataset(vqa_task, tiny_qa, tmp_path, capsys):
+    import datasets
+
+    records = vqa_task["records"]
+
+    def split(part):
+        return datasets.Dataset.from_dict(
+            {
+                "q": [record["sent"] for record in part],
+                "img": [record["img_id"] for record in part],
+                "answers": [next(iter(record["label"])) for record in part],  # one answer a question
+                "qid": [f"q{record['question_id']}" for record in part],
+            }
+        )
+
+    saved = tmp_path / "my_vqa"
+    datasets.DatasetDict(train=split(records[:480]), validation=split(records[480:])).save_to_disk(str(saved))
+    folder = vqa_task["folder"]
+    command = ["train", "vqa", "--features", str(folder / "features.h5"), "--init", str(tiny_qa), "--no-progress"]
+    command += ["--epochs", "1", "--batch-size", "16", "--lr", "1e-3", "--optimizer", "adamw"]
+    columns = ["--question-column", "q", "--image-column", "img", "--question-id-column", "qid"]
+    data = ["--train-dataset", str(saved), "--train-split", "train", "--valid-dataset", str(saved)]
+    data += ["--valid-split", "validation", *columns]
+    assert lxmert_main([*command, *data, "--output", str(tmp_path / "run")]) == 0
+    assert "1 epochs, 30 steps, best validation" in capsys.readouterr().out
+    written = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert written["train_examples"] == 480 and written["config"]["train_dataset"] == str(saved)
+    lines = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [line["epoch"] for line in lines if "valid" in line] == [1]
+
+    def refused(*arguments, code=1) -> str:
+        assert lxmert_main([*command, *arguments, "--output", str(tmp_path / "refused")]) == code
+        return capsys.readouterr().err
+
+    assert "has the splits train, validation: choose one (--train-split)" in refused("--train-dataset", str(saved))
+    error = refused("--train-dataset", str(saved), "--train-split", "train")  # columns left at their defaults
+    assert "the dataset has no column 'question' (--question-column); its columns: q, img, answers, qid" in error
+    assert "no training data: give --train FILE... or --train-dataset" in refused(code=2)
+    with pytest.raises(ValueError, match="NLVR2 reads data files"):
+        TrainConfig("nlvr2", train=[], features=["f.h5"], output="out", train_dataset=str(saved))
 
 
 def test_gqa_evaluation_scores_the_questions_whose_images_the_stores_hold(tiny_qa, tmp_path):

@@ -22,7 +22,7 @@ from extract.extractor import RegionFeatureExtractor  # noqa: E402
 from extract.images import ImageLoadError  # noqa: E402
 from extract.jobs.cli import EXIT_ERROR, EXIT_IMAGES_FAILED, main  # noqa: E402
 from extract.jobs.datasets import add_region_features  # noqa: E402
-from extract.jobs.inputs import InputError, load_image_dataset  # noqa: E402
+from extract.jobs.inputs import InputError, load_dataset_split  # noqa: E402
 from extract.jobs.run import run_extraction  # noqa: E402
 from extract.store import FeatureStore  # noqa: E402
 
@@ -139,7 +139,7 @@ def test_job_on_a_saved_dataset_with_an_id_column(vqa_dataset, tmp_path, detecto
 
 
 def test_row_indices_are_the_default_ids(vqa_dataset, tmp_path, detector_dir):
-    dataset = load_image_dataset(vqa_dataset, "train")
+    dataset = load_dataset_split(vqa_dataset, "train")
     summary = run_extraction(
         dataset, tmp_path / "t.h5", detector=detector_dir, device="cpu", num_workers=0, progress=False
     )
