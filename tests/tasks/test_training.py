@@ -396,3 +396,31 @@ def test_gqa_evaluation_scores_the_questions_whose_images_the_stores_hold(tiny_q
     assert (scores["metric"], scores["examples"], scores["skipped"]) == ("gqa", 1, 1)
     assert scores["accuracy"] in (0.0, 100.0)
     assert [row["questionId"] for row in json.loads((tmp_path / "p.json").read_text())] == ["20968379"]
+
+
+def test_bf16_autocast_and_compile_run_on_the_cpu(vqa_task, tiny_qa, tmp_path, monkeypatch):
+    # What a GPU run turns on (bf16 autocast, torch.compile), on the CPU: the forward passes run in bfloat16, the
+    # loss stays float32, the compiled module is the one trained, and best/ and last/ keep the plain names. The
+    # compiler backend is "eager" here (dynamo's graph capture without inductor's C++ build, which CI lacks).
+    dtypes, compiled = [], []
+    forward, compile_ = tasks.training._forward, torch.compile
+
+    def recorded(model, batch):
+        logits = forward(model, batch)
+        dtypes.append((model.training, logits.dtype))
+        return logits
+
+    def eager_compile(model, **options):
+        compiled.append(compile_(model, backend="eager", **options))
+        return compiled[-1]
+
+    monkeypatch.setattr(tasks.training, "_forward", recorded)
+    monkeypatch.setattr(tasks.training.torch, "compile", eager_compile)
+    summary = train(config(vqa_task, tmp_path / "run", tiny_qa, epochs=1, bf16=True, compile=True))
+    assert summary.steps == 30 and math.isfinite(summary.valid_scores[0])
+    assert set(dtypes) == {(True, torch.bfloat16), (False, torch.bfloat16)}  # training and validation passes
+    assert len(compiled) == 1
+    saved = LxmertForQuestionAnswering.from_pretrained(tmp_path / "run" / "last")  # no "_orig_mod." prefix
+    state = torch.load(tmp_path / "run" / "state.pt", weights_only=True)["model"]
+    assert saved.state_dict().keys() == state.keys()
+    assert all(torch.equal(saved.state_dict()[name], tensor) for name, tensor in state.items())
