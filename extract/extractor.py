@@ -28,9 +28,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image
 
 from .checkpoints.pretrained import load_detector, save_pretrained
 from .devices import resolve_device
+from .draw import draw_regions
 from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageLoadError, check_max_image_pixels, load_image
 from .labels import class_names
 from .model.config import DetectorConfig
@@ -73,6 +75,13 @@ class RegionFeatures(Regions):
         if self.attribute_ids is None:
             return None
         return [self.attribute_vocabulary[i] for i in self.attribute_ids.tolist()]
+
+    def draw(self, image: ImageInput, **options) -> Image.Image:
+        """A new picture of `image` (the one these regions came from) with the boxes captioned by attribute,
+        class and object score: extract.draw.draw_regions, whose keyword options (captions, top, min_score,
+        line_width, font_size, or other names) pass through."""
+        names = {"object_names": self.object_names, "attribute_names": self.attribute_names}
+        return draw_regions(image, self.boxes, **(names | {"scores": self.object_scores} | options))
 
     def to(self, device: torch.device | str) -> RegionFeatures:
         """A copy with every tensor on `device`."""

@@ -204,6 +204,7 @@ EXTRACT_LAYERS = {
     "extract.preprocessing": 0,
     "extract.boxes": 0,
     "extract.labels": 0,
+    "extract.draw": 0,
     "extract.store": 0.5,
     "extract.model.config": 1,
     "extract.model.config_yaml": 1,

@@ -1,7 +1,8 @@
 """Feature stores: the HDF5 file of a collection's region features (`FeatureStore`, `StoreWriter`,
 `verify`), its one-writer lock, shard merging, and LXMERT's TSV format in and out. A store knows
-nothing of how features are made: it imports only the shared leaves of extract (boxes, options), so
-any stage above it (the jobs, the pipelines, training) may read and write stores.
+nothing of how features are made: it imports only the shared leaves of extract (boxes, options; images,
+labels and draw for `FeatureRecord.draw`), so any stage above it (the jobs, the pipelines, training) may
+read and write stores.
 """
 
 from .errors import DuplicateIdError, StoreBusyError, StoreError

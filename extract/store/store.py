@@ -61,8 +61,12 @@ from typing import Any
 import h5py
 import numpy as np
 import torch
+from PIL import Image
 
 from ..boxes import normalize_boxes
+from ..draw import draw_regions
+from ..images import ImageInput
+from ..labels import class_names, vg_synonyms
 from ..options import FEATURE_DTYPES, parse_box_range
 from .errors import DuplicateIdError, StoreBusyError, StoreError
 from .lock import output_lock, resolved
@@ -128,6 +132,20 @@ class FeatureRecord:
     def num_boxes(self) -> int:
         return len(self.features)
 
+    def draw(self, image: ImageInput, **options) -> Image.Image:
+        """A new picture of `image` (the one this record was made from) with the boxes captioned by attribute,
+        class and object score: extract.draw.draw_regions, whose keyword options pass through.
+
+        A record does not know its detector's vocabulary: ids that all lie in the shipped VG vocabulary get
+        its names, others generic ones ("class_1700"); attribute id -1 (no attribute head) gets none. Pass
+        object_names / attribute_names to name them otherwise.
+        """
+        names = {
+            "object_names": _display_names("objects", self.object_ids),
+            "attribute_names": _display_names("attributes", self.attribute_ids),
+        }
+        return draw_regions(image, self.boxes, **(names | {"scores": self.object_scores} | options))
+
     def __repr__(self) -> str:
         """The id, the size and each array's dtype and shape, not the values (a record holds 100k numbers)."""
         arrays = ", ".join(f"{name}={_describe_array(getattr(self, name))}" for name in BOX_COLUMNS)
@@ -135,6 +153,13 @@ class FeatureRecord:
             f"FeatureRecord(id={self.id!r}, height={self.height}, width={self.width}, "
             f"num_boxes={self.num_boxes}, {arrays})"
         )
+
+
+def _display_names(kind: str, ids: np.ndarray) -> list[str | None]:
+    ids = np.asarray(ids, dtype=np.int64)
+    count = max(len(vg_synonyms(kind)), int(ids.max(initial=-1)) + 1)
+    names = class_names(kind, count)
+    return [names[i] if i >= 0 else None for i in ids.tolist()]
 
 
 def _describe_array(values: Any) -> str:
