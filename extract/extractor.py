@@ -22,6 +22,7 @@ files raise ImageLoadError naming the file and its index.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -41,6 +42,10 @@ from .options import RESIZES, check_rule, parse_num_boxes
 from .preprocessing import output_size, preprocess
 from .selection import Regions
 
+# How many boxes a RegionFeatures shows when it draws itself (in a notebook, in a job's previews): the
+# best-scoring 20 of the usual 36 leave room to read the captions.
+SHOWN_BOXES = 20
+
 
 @dataclass
 class RegionFeatures(Regions):
@@ -54,6 +59,10 @@ class RegionFeatures(Regions):
 
     object_vocabulary: tuple[str, ...] = field(default=(), repr=False)
     attribute_vocabulary: tuple[str, ...] = field(default=(), repr=False)
+    # The image as the caller gave it to the extractor (a path, bytes, a PIL image, an array, a tensor):
+    # a reference, never a decoded copy, so that a thousand results do not keep a thousand pictures alive.
+    source: ImageInput | None = field(default=None, repr=False, compare=False)
+    source_bgr: bool = field(default=False, repr=False, compare=False)  # source is a BGR array / tensor (bgr=True)
 
     @property
     def normalized_boxes(self) -> torch.Tensor:
@@ -76,19 +85,48 @@ class RegionFeatures(Regions):
             return None
         return [self.attribute_vocabulary[i] for i in self.attribute_ids.tolist()]
 
-    def draw(self, image: ImageInput, **options) -> Image.Image:
-        """A new picture of `image` (the one these regions came from) with the boxes captioned by attribute,
-        class and object score: extract.draw.draw_regions, whose keyword options (captions, top, min_score,
-        line_width, font_size, or other names) pass through."""
+    def draw(self, image: ImageInput | None = None, **options) -> Image.Image:
+        """A new picture of `image` (default: `source`, the image these regions came from) with the boxes
+        captioned by attribute, class and object score: extract.draw.draw_regions, whose keyword options
+        (captions, top, min_score, line_width, font_size, or other names) pass through.
+
+        The source is decoded again for each picture (a path: the file as it is now, which must still have
+        the size the regions were found at), in its true colours when the extractor read it as BGR."""
+        if image is None:
+            image = self._source_pixels()
         names = {"object_names": self.object_names, "attribute_names": self.attribute_names}
         return draw_regions(image, self.boxes, **(names | {"scores": self.object_scores} | options))
 
+    def _repr_png_(self) -> bytes | None:
+        """The `SHOWN_BOXES` best boxes drawn on the source as PNG bytes, which notebooks (IPython) show
+        in place of the repr; None without a source."""
+        if self.source is None:
+            return None
+        buffer = io.BytesIO()
+        self.draw(top=SHOWN_BOXES).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def _source_pixels(self) -> np.ndarray:
+        if self.source is None:
+            raise ValueError(
+                "these regions have no source image (RegionFeatureExtractor sets it; regions made otherwise, or "
+                "with source=None, lack it): pass the image they came from, regions.draw(image)"
+            )
+        pixels = load_image(self.source, bgr=self.source_bgr)
+        if pixels.shape[:2] != tuple(self.image_size):
+            raise ValueError(
+                f"the source image is now {pixels.shape[0]}x{pixels.shape[1]} (H x W) but these regions were found "
+                f"in a {self.image_size[0]}x{self.image_size[1]} image (was the file replaced?): pass the image they "
+                "came from, regions.draw(image)"
+            )
+        return pixels
+
     def to(self, device: torch.device | str) -> RegionFeatures:
-        """A copy with every tensor on `device`."""
+        """A copy with every tensor on `device` (the source image stays as it was given)."""
         moved = {
             f.name: getattr(self, f.name).to(device)
             for f in dataclasses.fields(self)
-            if isinstance(getattr(self, f.name), torch.Tensor)
+            if f.name != "source" and isinstance(getattr(self, f.name), torch.Tensor)
         }
         return dataclasses.replace(self, **moved)
 
@@ -264,21 +302,28 @@ class RegionFeatureExtractor:
                 conf_thresh=conf_thresh,
             )
             for i, region in zip(indices, regions, strict=True):
-                results[i] = self._with_names(region)
+                results[i] = self._with_names(region, images[i], _is_bgr(images[i], bgr))
         return results
 
-    def _with_names(self, regions: Regions) -> RegionFeatures:
+    def _with_names(self, regions: Regions, source: ImageInput, source_bgr: bool) -> RegionFeatures:
         values = {f.name: getattr(regions, f.name) for f in dataclasses.fields(regions)}
         return RegionFeatures(
-            **values, object_vocabulary=self.object_vocabulary, attribute_vocabulary=self.attribute_vocabulary
+            **values,
+            object_vocabulary=self.object_vocabulary,
+            attribute_vocabulary=self.attribute_vocabulary,
+            source=source,
+            source_bgr=source_bgr,
         )
+
+
+def _is_bgr(image: ImageInput, bgr: bool) -> bool:
+    """Whether the extractor reads `image` as BGR: bgr=True applies to arrays and tensors only."""
+    return bgr and isinstance(image, (np.ndarray, torch.Tensor))
 
 
 def _decode(index: int, image: ImageInput, bgr: bool, max_image_pixels: int | None) -> np.ndarray:
     try:
-        return load_image(
-            image, bgr=bgr and isinstance(image, (np.ndarray, torch.Tensor)), max_image_pixels=max_image_pixels
-        )
+        return load_image(image, bgr=_is_bgr(image, bgr), max_image_pixels=max_image_pixels)
     except ImageLoadError as error:
         raise ImageLoadError(f"{error.source} (images[{index}])", error.reason) from error
     except TypeError as error:

@@ -16,12 +16,14 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..images import DEFAULT_MAX_IMAGE_PIXELS
 from ..options import COMPUTE_DTYPES, DEFAULT_DETECTOR, FEATURE_DTYPES, RULES, parse_box_range
 from .inputs import ID_FROM, IMAGE_EXTENSIONS, InputError, load_dataset_split
+from .preview import PREVIEW_COUNT
 
 PROG = "lxmert-extract"
 EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_IMAGES_FAILED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
@@ -132,6 +134,19 @@ def build_parser() -> argparse.ArgumentParser:
         f"{DEFAULT_MAX_IMAGE_PIXELS}, Pillow's limit; 0: no limit)",
     )
     run.add_argument("--allow-errors", action="store_true", help="exit 0 even when images failed")
+    run.add_argument(
+        "--preview",
+        metavar="DIR",
+        help="write the drawn regions of the first images this process extracts to DIR as PNG files, as the job "
+        "runs (DIR is created; names like 0003-<id>.png, shard-00001-0003-<id>.png per torchrun rank or shard; "
+        "a preview that fails warns once and the job goes on)",
+    )
+    run.add_argument(
+        "--preview-count",
+        type=_count(1),
+        metavar="N",
+        help=f"with --preview: how many images to preview (default: {PREVIEW_COUNT}; per process under torchrun)",
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
 
@@ -206,15 +221,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     name = PROG if command == "extract" else f"{PROG} {command}"
     try:
-        if command == "extract":
-            return _run_job(args)
-        if command == "merge":
-            return _merge(args)
-        if command == "tsv-import":
-            return _tsv_import(args)
-        if command == "tsv-export":
-            return _tsv_export(args)
-        return _verify(args)
+        with warnings.catch_warnings():
+            warnings.showwarning = lambda message, *_, **__: print(f"{name}: warning: {message}", file=sys.stderr)
+            return _run_command(command, args)
     except (InputError, JobError, StoreError, CheckpointError, ConfigError, TSVFormatError, OSError) as error:
         # the system's errors in one line (HDF5's span lines); ours may list items on purpose
         message = " ".join(str(error).split()) if type(error).__module__ == "builtins" else str(error)
@@ -223,6 +232,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{name}: interrupted; {_after_interrupt(command, args)}", file=sys.stderr)
         return EXIT_INTERRUPTED
+
+
+def _run_command(command: str, args: argparse.Namespace) -> int:
+    if command == "extract":
+        return _run_job(args)
+    if command == "merge":
+        return _merge(args)
+    if command == "tsv-import":
+        return _tsv_import(args)
+    if command == "tsv-export":
+        return _tsv_export(args)
+    return _verify(args)
 
 
 def _after_interrupt(command: str, args: argparse.Namespace) -> str:
@@ -241,6 +262,8 @@ def _run_job(args: argparse.Namespace) -> int:
         raise InputError("give INPUT files / folders / globs / lists, or --dataset, not both (one is needed)")
     if args.retry_failed and not args.resume:
         raise InputError("--retry-failed goes with --resume (a new store has no failed images)")
+    if args.preview_count is not None and args.preview is None:
+        raise InputError("--preview-count goes with --preview DIR")
     if args.dataset:
         inputs = load_dataset_split(args.dataset, args.split)
     elif args.split or args.id_column or args.image_column != "image":
@@ -267,6 +290,8 @@ def _run_job(args: argparse.Namespace) -> int:
         id_column=args.id_column,
         max_image_pixels=args.max_image_pixels or None,
         progress=False if args.quiet else None,
+        preview=args.preview,
+        preview_count=PREVIEW_COUNT if args.preview_count is None else args.preview_count,
     )
     launch = torchrun_launch()
     if launch is not None and launch.rank != 0:
@@ -279,6 +304,8 @@ def _run_job(args: argparse.Namespace) -> int:
         notes.append(f"{summary.repeated_rows} dataset rows share an earlier row's id: each id is extracted once")
     if summary.shards:
         notes.append(f"merged {len(summary.shards)} shards ({summary.shards[0].name}, ...)")
+    if args.preview is not None:
+        notes.append(f"{len(summary.previews)} previews in {args.preview}")
     print(
         f"{PROG}: {summary.done} done, {summary.skipped} skipped (already in the store), {failed} failed -> "
         f"{summary.output} ({summary.images_per_second:.2f} images/s)" + "".join(f"; {note}" for note in notes)

@@ -97,6 +97,7 @@ def finish_distributed(launch: Launch, group: Any, summary: JobSummary, output: 
         seconds=max(s.seconds for s in summaries),
         failures={image_id: reason for s in summaries for image_id, reason in s.failures.items()},
         shards=shards,
+        previews=[path for s in summaries for path in s.previews],
     )
     error = None
     if launch.rank == 0:

@@ -2,7 +2,8 @@
 
     inputs (folders, globs, lists of paths, a `datasets` Dataset) -> (id, source) items -> this shard's
     items, minus those already in the store -> DataLoader workers decode -> the extractor, one batch at
-    a time in the main process -> a writer thread commits each batch to the StoreWriter
+    a time in the main process (which draws the first images' previews, extract.jobs.preview) -> a writer
+    thread commits each batch to the StoreWriter
 
 `run_extraction` is the job; `extract.jobs.cli` (the `lxmert-extract` command) parses its options into it.
 Under `torchrun` every process extracts its shard into its own file, and rank 0 merges the shards.
@@ -16,6 +17,7 @@ worker would keep the file locked after a kill of the main process, until the or
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import queue
 import sys
@@ -30,7 +32,7 @@ from tqdm import tqdm
 
 from ..checkpoints.pretrained import locate_checkpoint
 from ..devices import resolve_device, torch_dtype
-from ..extractor import RegionFeatureExtractor, RegionFeatures
+from ..extractor import SHOWN_BOXES, RegionFeatureExtractor, RegionFeatures
 from ..images import (
     DEFAULT_MAX_IMAGE_PIXELS,
     check_max_image_pixels,
@@ -53,6 +55,7 @@ from .inputs import (
     list_images,
     undecoded,
 )
+from .preview import PREVIEW_COUNT, PreviewWriter
 from .records import (
     DecodedImages,
     box_setting,
@@ -143,6 +146,8 @@ def run_extraction(
     id_column: str | None = None,
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     progress: bool | None = None,
+    preview: str | os.PathLike | None = None,
+    preview_count: int = PREVIEW_COUNT,
 ) -> JobSummary:
     """Extract the region features of every input image into the feature store ``output``.
 
@@ -159,7 +164,9 @@ def run_extraction(
     refused (FileExistsError). shard: "I/N" writes shard I of N (split by a hash of the ids) to
     `shard_path(output, I, N)`. Launched by torchrun, each process takes its shard from the launcher and
     rank 0 merges the shards into ``output`` once all are done. progress: a tqdm bar (None: when stderr is
-    a terminal; only rank 0 under torchrun).
+    a terminal; only rank 0 under torchrun). preview: a folder (created if missing) for PNG pictures of the
+    regions of the first ``preview_count`` images this process extracts, written as the job runs
+    (extract.jobs.preview: names, and why a failed preview only warns); `JobSummary.previews` lists them.
 
     Unreadable images are recorded in the store's error table and counted in the summary; an error of the
     detector itself (e.g. out of GPU memory) stops the job, which can then be resumed. Raises InputError
@@ -167,6 +174,8 @@ def run_extraction(
     """
     output = Path(output)
     _check_options(rule, dtype, feature_dtype, batch_size, num_workers, resume, overwrite)
+    if isinstance(preview_count, bool) or not isinstance(preview_count, int) or preview_count < 0:
+        raise InputError(f"preview_count={preview_count!r}: expected an integer >= 0 (--preview-count)")
     try:
         check_max_image_pixels(max_image_pixels)
     except ValueError as error:
@@ -187,7 +196,8 @@ def run_extraction(
             inputs, output, path, launch, shard, detector=detector, num_boxes=num_boxes, rule=rule, device=device,
             dtype=dtype, batch_size=batch_size, num_workers=num_workers, feature_dtype=feature_dtype, resume=resume,
             overwrite=overwrite, retry_failed=retry_failed, id_from=id_from, image_column=image_column,
-            id_column=id_column, max_image_pixels=max_image_pixels, progress=progress,
+            id_column=id_column, max_image_pixels=max_image_pixels, progress=progress, preview=preview,
+            preview_count=preview_count,
         )  # fmt: skip
 
 
@@ -214,6 +224,8 @@ def _run_locked(
     id_column: str | None,
     max_image_pixels: int | None,
     progress: bool | None,
+    preview: str | os.PathLike | None,
+    preview_count: int,
 ) -> JobSummary:
     for existing in {path, output} if launch is not None else {path}:
         if existing.exists() and not (resume or overwrite):
@@ -252,6 +264,7 @@ def _run_locked(
         failed_before=sum(image_id in failed_before for image_id, _ in items),
         repeated_rows=repeated_rows,
     )
+    previews = None if preview is None else PreviewWriter(preview, preview_count, top=SHOWN_BOXES, shard=shard)
     if todo:
         images = DecodedImages(
             todo,
@@ -264,10 +277,11 @@ def _run_locked(
         start = time.perf_counter()
         summary.done, summary.failures = _extract_into_store(
             images, path, metadata, feature_dtype, extractor, rule=rule, num_boxes=extractor_boxes,
-            spec=spec, batch_size=batch_size, num_workers=num_workers, progress=progress,
+            spec=spec, batch_size=batch_size, num_workers=num_workers, progress=progress, previews=previews,
         )  # fmt: skip
         summary.seconds = time.perf_counter() - start
         summary.failed = len(summary.failures)
+        summary.previews = [] if previews is None else previews.written
     if launch is None:
         return summary
     return finish_distributed(launch, group, summary, output, overwrite=resume or overwrite)
@@ -329,8 +343,10 @@ def _extract_into_store(
     batch_size: int,
     num_workers: int,
     progress: bool | None,
+    previews: PreviewWriter | None,
 ) -> tuple[int, dict[str, str]]:
-    """The loop: decoded batches in, committed batches out. Returns (images written, failures)."""
+    """The loop: decoded batches in, committed batches out (and the first images' previews, drawn here
+    from the decoded pixels the workers sent). Returns (images written, failures)."""
     low, high = parse_box_range(spec)
     loader = torch.utils.data.DataLoader(images, batch_size=batch_size, num_workers=num_workers, collate_fn=keep_list)
     batches = iter(loader)  # starts (forks) the workers before the store is opened: see the module docstring
@@ -352,7 +368,10 @@ def _extract_into_store(
                     results = []
                     for (image_id, _), region in zip(decoded, regions, strict=True):
                         if low <= len(region) <= high:
-                            results.append((image_id, region))
+                            if previews is not None:
+                                previews.add(image_id, region)
+                            # Its source is the decoded image: not for the writer's queue to keep alive.
+                            results.append((image_id, dataclasses.replace(region, source=None)))
                         else:
                             errors.append(
                                 (image_id, f"the {rule} rule gave {len(region)} regions; the store takes {spec}")

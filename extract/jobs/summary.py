@@ -25,6 +25,7 @@ class JobSummary:
     seconds: float = 0.0  # the extraction loop (decode, detector, write), without start-up
     failures: dict[str, str] = field(default_factory=dict)  # id -> reason, this run's failures
     shards: list[Path] = field(default_factory=list)  # under torchrun: the shard files merged into output
+    previews: list[Path] = field(default_factory=list)  # preview files written (under torchrun: by every rank)
 
     @property
     def images_per_second(self) -> float:
