@@ -211,10 +211,14 @@ class ImageReader:
 
 @dataclass
 class VisualInputs:
-    """One image's region features as LXMERT reads them, on the pipeline's device."""
+    """One image's region features as LXMERT reads them, on the pipeline's device, and what an explanation
+    draws them with: the boxes in original pixels, the image and the regions' names, where known."""
 
     features: torch.Tensor  # (K, D)
     normalized_boxes: torch.Tensor  # (K, 4) in [0, 1]
+    boxes: torch.Tensor | None = None  # (K, 4) in original-image pixels
+    image: Any = None  # the image as it was given (for drawing)
+    names: list[str] | None = None  # "attribute object" per region
 
 
 def stack_visual_inputs(items: Sequence[VisualInputs]) -> dict[str, torch.Tensor]:
@@ -371,7 +375,9 @@ class ImageTextPipeline:
                 raise ValueError("this pipeline has no detector: pass image_id= with store=, or features= and boxes=")
             read = self.reader.read([value for _, value in images], batch_size=batch_size, allow_network=allow_network)
             for (i, _), regions in zip(images, read, strict=True):
-                visual[i] = VisualInputs(regions.features, regions.normalized_boxes)
+                visual[i] = VisualInputs(
+                    regions.features, regions.normalized_boxes, regions.boxes, regions.source, region_names(regions)
+                )
         for i, (kind, value) in enumerate(sources):
             if kind == "store":
                 store, image_id = value
@@ -385,6 +391,7 @@ class ImageTextPipeline:
                     features_name=f"the features {where}",
                     boxes_name=f"the normalized_boxes {where}",
                 )
+                visual[i].boxes = torch.as_tensor(record.boxes)
             elif kind == "features":
                 visual[i] = checked_visual_inputs(*value, device, self.model.config.visual_feat_dim)
         return visual
@@ -396,16 +403,21 @@ class ImageTextPipeline:
     ) -> torch.Tensor:
         """`score(model inputs)` for every pair, `batch_size` pairs per pass, concatenated."""
         rows = []
-        for batch in chunks(pairs, batch_size):
-            texts = [pair.text for pair in batch]
-            self._warn_truncated(texts)
-            encoded = self.tokenizer(
-                texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
-            )
-            inputs = {key: value.to(self.device) for key, value in encoded.items()}
-            inputs.update(stack_visual_inputs([visual[pair.source] for pair in batch]))
-            rows.append(score(inputs))
+        for batch in chunks(pairs, batch_size):  # a loop, not a comprehension: the warnings' stack depth
+            rows.append(score(self.model_inputs(visual, batch)))
         return torch.cat(rows)
+
+    def model_inputs(self, visual: list[VisualInputs], batch: Sequence[Pair]) -> dict[str, torch.Tensor]:
+        """LXMERT's inputs for a batch of pairs, on the device: the tokenized texts (padded on the right) and the
+        stacked region features."""
+        texts = [pair.text for pair in batch]
+        self._warn_truncated(texts)
+        encoded = self.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.max_text_length, return_tensors="pt"
+        )
+        inputs = {key: value.to(self.device) for key, value in encoded.items()}
+        inputs.update(stack_visual_inputs([visual[pair.source] for pair in batch]))
+        return inputs
 
     def _warn_truncated(self, texts: list[str]) -> None:
         special = self.tokenizer.num_special_tokens_to_add()
@@ -419,8 +431,17 @@ class ImageTextPipeline:
             if length > self.max_text_length:
                 warnings.warn(
                     f"{self.text_name} {text[:40]!r}... has {length} tokens; it was cut to {self.max_text_length}",
-                    stacklevel=5,
+                    stacklevel=6,  # the caller of the pipeline: past model_inputs, run_pairs, __call__, inference_mode
                 )
+
+
+def region_names(regions: RegionFeatures) -> list[str]:
+    """ "attribute object" per region ("object" without an attribute head)."""
+    attributes = regions.attribute_names or [None] * len(regions)
+    return [
+        " ".join(filter(None, (attribute, name)))
+        for attribute, name in zip(attributes, regions.object_names, strict=True)
+    ]
 
 
 def _distinct(sources: list[tuple[str, Any]]) -> tuple[list[tuple[str, Any]], list[int]]:
@@ -508,6 +529,8 @@ def checked_visual_inputs(
 
 
 def _float_tensor(value: Any, name: str, device: torch.device) -> torch.Tensor:
+    if getattr(getattr(value, "flags", None), "writeable", True) is False:
+        value = value.copy()  # a read-only numpy array (e.g. decoded from bytes): torch warns on sharing it
     try:
         return torch.as_tensor(value, device=device).float()
     except (TypeError, ValueError, RuntimeError) as error:

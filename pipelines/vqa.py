@@ -13,13 +13,24 @@ fine-tuned with a softmax cross-entropy, so its scores are a softmax over the an
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from typing import Any
 
 import torch
 
 from lxmert import LxmertForQuestionAnswering, LxmertTokenizerFast
 
-from .base import DEFAULT_BATCH_SIZE, ImageReader, ImageTextPipeline, check_batch_size, check_top_k
+from .base import (
+    DEFAULT_BATCH_SIZE,
+    ImageReader,
+    ImageTextPipeline,
+    Pair,
+    VisualInputs,
+    check_batch_size,
+    check_top_k,
+    chunks,
+)
+from .explain import AttentionRecorder, Explanation, check_attention_layer, merge_word_pieces, token_weights
 
 SCORE_FUNCTIONS = ("sigmoid", "softmax")
 
@@ -71,8 +82,12 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         boxes: torch.Tensor | None = None,
         allow_network: bool | None = None,
         score_function: str | None = None,
-    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]]:
-        """Answer questions: [{"score", "answer"}, ...] (top_k, best first) per question.
+        explain: bool = False,
+        attention_layer: int | str = -1,
+    ) -> list[dict[str, Any]] | list[list[dict[str, Any]]] | Explanation | list[Explanation]:
+        """Answer questions: [{"score", "answer"}, ...] (top_k, best first) per question; with explain=True an
+        Explanation per question instead (pipelines.explain: the answers, and per word of the question a weight
+        per region, which `.draw()` pictures).
 
         Input forms (an image is a path, a URL when network access is allowed, bytes, a PIL image, a
         numpy (H, W, 3) RGB array or a torch tensor):
@@ -86,25 +101,82 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         top_k: answers per question (>= 1; more than the model has gives them all).
         batch_size: images per detector pass and (image, question) pairs per LXMERT pass.
         score_function: "sigmoid" or "softmax" for this call (default: the pipeline's, i.e. the task's).
+        explain: return Explanations. attention_layer: which attention they hold: a cross-modality layer (an
+        int, default -1: the last), "mean" (of all layers) or "rollout" (pipelines.explain).
         """
         top_k = check_top_k(top_k)
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
         function = self.score_function if score_function is None else check_score_function(score_function)
+        if explain:
+            attention_layer = check_attention_layer(attention_layer, self.model.config.x_layers)
         sources, pairs, single = self.parse(image, question, image_id, store, features, boxes)
         if not pairs:
             return []
         visual = self.visual_inputs(sources, batch_size, allow_network)
+        if explain:
+            results = self._explain(visual, pairs, batch_size, function, top_k, attention_layer)
+            return results[0] if single else results
         scores = self.run_pairs(visual, pairs, batch_size, lambda inputs: self._probabilities(inputs, function))
-        values, indices = scores.topk(min(top_k, len(self.answers)), dim=-1)
-        results = [
-            [{"score": score, "answer": self.answers[i]} for score, i in zip(row_scores, row_indices, strict=True)]
-            for row_scores, row_indices in zip(values.tolist(), indices.tolist(), strict=True)
-        ]
+        results = self._top_answers(scores, top_k)
         return results[0] if single else results
 
     def _probabilities(self, inputs: dict[str, torch.Tensor], function: str) -> torch.Tensor:
-        logits = self.model(**inputs).question_answering_score.float()
+        return self._scores(self.model(**inputs).question_answering_score, function)
+
+    @staticmethod
+    def _scores(logits: torch.Tensor, function: str) -> torch.Tensor:
+        logits = logits.float()
         return logits.sigmoid() if function == "sigmoid" else logits.softmax(dim=-1)
+
+    def _top_answers(self, scores: torch.Tensor, top_k: int) -> list[list[dict[str, Any]]]:
+        values, indices = scores.topk(min(top_k, len(self.answers)), dim=-1)
+        return [
+            [{"score": score, "answer": self.answers[i]} for score, i in zip(row_scores, row_indices, strict=True)]
+            for row_scores, row_indices in zip(values.tolist(), indices.tolist(), strict=True)
+        ]
+
+    def _explain(
+        self,
+        visual: list[VisualInputs],
+        pairs: list[Pair],
+        batch_size: int,
+        function: str,
+        top_k: int,
+        attention_layer: int | str,
+    ) -> list[Explanation]:
+        """Answers and attention of every pair: one forward pass per batch with the attention probabilities
+        (the explicit attention arithmetic: the scores agree with explain=False's to float rounding)."""
+        explanations = []
+        for batch in chunks(pairs, batch_size):
+            inputs = self.model_inputs(visual, batch)
+            recorder = AttentionRecorder(self.model)
+            with recorder if attention_layer == "rollout" else nullcontext():
+                output = self.model(**inputs, output_attentions=True, return_dict=True)
+            answers = self._top_answers(self._scores(output.question_answering_score, function), top_k)
+            for row, pair in enumerate(batch):
+                regions = visual[pair.source]
+                length = int(inputs["attention_mask"][row].sum())  # the question's tokens, padded on the right
+                tokens = self.tokenizer.convert_ids_to_tokens(inputs["input_ids"][row, :length].tolist())
+                per_token = token_weights(
+                    output.cross_encoder_attentions, recorder.maps, attention_layer, row, length, len(regions.features)
+                ).cpu()
+                words = merge_word_pieces(tokens)
+                explanations.append(
+                    Explanation(
+                        question=pair.text,
+                        answers=answers[row],
+                        words=[word for word, _ in words],
+                        weights=torch.stack([per_token[positions].mean(0) for _, positions in words]),
+                        tokens=tokens,
+                        token_weights=per_token,
+                        normalized_boxes=regions.normalized_boxes.cpu(),
+                        boxes=None if regions.boxes is None else regions.boxes.cpu(),
+                        image=regions.image,
+                        region_names=regions.names,
+                        attention_layer=attention_layer,
+                    )
+                )
+        return explanations
 
 
 def check_score_function(score_function: Any) -> str:

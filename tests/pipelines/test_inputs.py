@@ -78,9 +78,11 @@ def test_store_records_are_checked_and_named(vqa):
     bad = features.clone()
     bad[0, 0] = float("nan")
     store = DictStore(
-        good=SimpleNamespace(features=features.numpy(), normalized_boxes=boxes.numpy()),
-        bad=SimpleNamespace(features=bad.numpy(), normalized_boxes=boxes.numpy()),
-        empty=SimpleNamespace(features=features[:0].numpy(), normalized_boxes=boxes[:0].numpy()),
+        good=SimpleNamespace(features=features.numpy(), normalized_boxes=boxes.numpy(), boxes=boxes.numpy() * 100),
+        bad=SimpleNamespace(features=bad.numpy(), normalized_boxes=boxes.numpy(), boxes=boxes.numpy() * 100),
+        empty=SimpleNamespace(
+            features=features[:0].numpy(), normalized_boxes=boxes[:0].numpy(), boxes=boxes[:0].numpy() * 100
+        ),
     )
     assert len(vqa(image_id="good", store=store, question=QUESTION)) == 5
     with pytest.raises(

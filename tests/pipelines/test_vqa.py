@@ -248,9 +248,10 @@ def test_mismatched_images_and_questions(vqa, images):
 
 def test_long_question_is_truncated_with_a_warning(vqa, images):
     question = "is " + " ".join(["the dog"] * 60) + " on the left?"
-    with pytest.warns(UserWarning, match="it was cut to 64"):
+    with pytest.warns(UserWarning, match="it was cut to 64") as warned:
         answers = vqa(image=str(images[0]), question=question)
     assert len(answers) == 5
+    assert warned[0].filename == __file__  # the warning points at the caller's line
 
 
 def test_url_needs_network_permission(vqa):
