@@ -284,19 +284,24 @@ class ImageTextPipeline:
 
     # -- inputs ----------------------------------------------------------------------------------
 
-    def parse(self, image, texts, image_id, store, features, boxes) -> tuple[list[tuple[str, Any]], list[Pair], bool]:
+    def parse(
+        self, image, texts, image_id, store, features, boxes, regions=None
+    ) -> tuple[list[tuple[str, Any]], list[Pair], bool]:
         """The distinct visual sources (kind, value), the (source, text) pairs, and whether the input was
         a single pair (the result is then not wrapped in a list)."""
         given = [
             name
-            for name, value in (("image", image), ("image_id", image_id), ("features", features))
+            for name, value in (("image", image), ("image_id", image_id), ("features", features), ("regions", regions))
             if value is not None
         ]
         if len(given) != 1:
             raise ValueError(
-                "pass exactly one of image=, image_id= (with store=) or features= (with boxes=); got "
+                "pass exactly one of image=, image_id= (with store=), features= (with boxes=) or regions=; got "
                 + (", ".join(given) if given else "none")
             )
+        if regions is not None:
+            batch = isinstance(regions, (list, tuple))
+            return self._broadcast([("regions", item) for item in (regions if batch else [regions])], batch, texts)
         if image_id is not None:
             if store is None:
                 raise ValueError("image_id= needs store=, the FeatureStore that holds the image's features")
@@ -394,6 +399,29 @@ class ImageTextPipeline:
                 visual[i].boxes = torch.as_tensor(record.boxes)
             elif kind == "features":
                 visual[i] = checked_visual_inputs(*value, device, self.model.config.visual_feat_dim)
+            elif kind == "regions":
+                visual[i] = self._regions_input(value, i)
+        return visual
+
+    def _regions_input(self, regions: Any, index: int) -> VisualInputs:
+        """A RegionFeatures (from the detector, e.g. kept by a cache) or a FeatureRecord (from a store) as
+        LXMERT's visual inputs, with its boxes, image and names for explanations."""
+        if not hasattr(regions, "features") or not hasattr(regions, "normalized_boxes"):
+            raise TypeError(
+                f"regions[{index}] is a {type(regions).__name__}: expected a RegionFeatures (from the detector) or "
+                "a FeatureRecord (from a FeatureStore)"
+            )
+        visual = checked_visual_inputs(
+            regions.features,
+            regions.normalized_boxes,
+            self.device,
+            self.model.config.visual_feat_dim,
+            features_name=f"the features of regions[{index}]",
+            boxes_name=f"the normalized_boxes of regions[{index}]",
+        )
+        visual.boxes = torch.as_tensor(regions.boxes)
+        if isinstance(regions, RegionFeatures):
+            visual.image, visual.names = regions.source, region_names(regions)
         return visual
 
     # -- model -----------------------------------------------------------------------------------

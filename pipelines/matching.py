@@ -52,10 +52,11 @@ class ImageTextMatchingPipeline(ImageTextPipeline):
         features: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         allow_network: bool | None = None,
+        regions: Any = None,
     ) -> dict[str, Any] | list[dict[str, Any]]:
         """{"score": P(match), "match": score >= threshold} per (image, text) pair; a single pair gives one dict."""
         batch_size = self.batch_size if batch_size is None else check_batch_size(batch_size)
-        sources, pairs, single = self.parse(image, text, image_id, store, features, boxes)
+        sources, pairs, single = self.parse(image, text, image_id, store, features, boxes, regions)
         if not pairs:
             return []
         visual = self.visual_inputs(sources, batch_size, allow_network)

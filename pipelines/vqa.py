@@ -81,6 +81,7 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         features: torch.Tensor | None = None,
         boxes: torch.Tensor | None = None,
         allow_network: bool | None = None,
+        regions: Any = None,
         score_function: str | None = None,
         explain: bool = False,
         attention_layer: int | str = -1,
@@ -98,6 +99,8 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
           {"image": img, "question": "..."}          -> one list; a list of such dicts -> a list per dict
           image_id="...", store=FeatureStore(...)    -> the store's features of that image (no detector)
           features=(K, D), boxes=(K, 4) in [0, 1]    -> given region features and normalized boxes
+          regions=r or [r1, r2] (RegionFeatures from the detector, or FeatureRecords of a store)
+                                                     -> those regions (no detector); a list pairs as images do
         top_k: answers per question (>= 1; more than the model has gives them all).
         batch_size: images per detector pass and (image, question) pairs per LXMERT pass.
         score_function: "sigmoid" or "softmax" for this call (default: the pipeline's, i.e. the task's).
@@ -109,7 +112,7 @@ class VisualQuestionAnsweringPipeline(ImageTextPipeline):
         function = self.score_function if score_function is None else check_score_function(score_function)
         if explain:
             attention_layer = check_attention_layer(attention_layer, self.model.config.x_layers)
-        sources, pairs, single = self.parse(image, question, image_id, store, features, boxes)
+        sources, pairs, single = self.parse(image, question, image_id, store, features, boxes, regions)
         if not pairs:
             return []
         visual = self.visual_inputs(sources, batch_size, allow_network)

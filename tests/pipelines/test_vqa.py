@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -361,3 +362,23 @@ def test_max_image_pixels_reaches_the_detector(vqa_dir, detector_dir, images):
     assert len(unlimited(image=str(images[0]), question=QUESTION)) == 5
     with pytest.raises(ValueError, match="max_image_pixels=0: expected None"):
         pipeline("vqa", model=vqa_dir, detector=detector_dir, device="cpu", max_image_pixels=0)
+
+
+def test_regions_from_the_detector_or_a_store_answer_as_their_images(vqa, images, tmp_path):
+    # What a service keeps in its cache: RegionFeatures, answered later with any questions, batched with others.
+    first, second = vqa.reader.extractor([images[0], images[3]])
+    raw = vqa(image=[str(images[0]), str(images[3])], question=[QUESTION, "why?"], top_k=7)
+    given = vqa(regions=[first, second], question=[QUESTION, "why?"], top_k=7)
+    for ours, theirs in zip(given, raw, strict=True):
+        assert_same_answers(theirs, ours)
+    assert_same_answers(raw[0], vqa(regions=first, question=QUESTION, top_k=7))
+    explained = vqa(regions=first, question=QUESTION, explain=True)
+    assert explained.image is first.source and explained.boxes.shape == (len(first), 4)
+    record = SimpleNamespace(
+        features=first.features.numpy(), normalized_boxes=first.normalized_boxes.numpy(), boxes=first.boxes.numpy()
+    )
+    assert_same_answers(raw[0], vqa(regions=record, question=QUESTION, top_k=7))
+    with pytest.raises(TypeError, match=r"regions\[0\] is a str: expected a RegionFeatures"):
+        vqa(regions="cat.jpg", question=QUESTION)
+    with pytest.raises(ValueError, match="pass exactly one of .* or regions=; got image, regions"):
+        vqa(image=str(images[0]), regions=first, question=QUESTION)
