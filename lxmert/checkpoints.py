@@ -273,7 +273,7 @@ def build_from_checkpoint(
     model.tie_weights()
     if dtype is None:
         dtype = torch.float32
-    return model.to(dtype)
+    return model.to(dtype)  # also packs each attention's projections again (LxmertAttention._apply)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -355,7 +355,9 @@ def save_model(model: nn.Module, directory: str | os.PathLike, *, safe_serializa
     config = model.config
     config.architectures = [type(model).__name__]
     config.save_pretrained(directory)
-    state_dict = {name: t.detach().contiguous() for name, t in model.state_dict().items()}
+    # Copies of the tensors that are rows of a larger one (the packed attention projections): safetensors
+    # refuses tensors sharing memory, and torch.save would write the whole shared storage.
+    state_dict = {name: _own_tensor(t.detach()) for name, t in model.state_dict().items()}
     if safe_serialization:
         from safetensors.torch import save_file
 
@@ -365,3 +367,9 @@ def save_model(model: nn.Module, directory: str | os.PathLike, *, safe_serializa
         save_file(state_dict, directory / SAFETENSORS_NAME, metadata={"format": "pt"})
     else:
         torch.save(state_dict, directory / PYTORCH_NAME)
+
+
+def _own_tensor(tensor: torch.Tensor) -> torch.Tensor:
+    """`tensor`, or a copy of it when it is a view of part of a larger storage."""
+    whole = tensor.untyped_storage().nbytes() == tensor.numel() * tensor.element_size()
+    return tensor.contiguous() if whole else tensor.clone()

@@ -104,6 +104,24 @@ class LxmertVisualFeatureEncoder(nn.Module):
 # Attention
 
 
+class TokenPacking:
+    """The real tokens of a padded language batch as the rows of one (T, H) matrix, T = the number of real
+    tokens: the dense layers of the language stream (projections, outputs, feed-forward) then spend no work
+    on padding, and attention pads its projections back to (B, L, ...) for the masked softmax. Every real
+    token gets what it gets unpacked: a dense layer treats rows independently, and padded keys are masked."""
+
+    def __init__(self, keep: torch.Tensor):  # (B, L) bool: True = a real token
+        self.batch, self.length = keep.shape
+        self.index = keep.reshape(-1).nonzero().squeeze(1)  # (T,) rows of the flattened (B * L) batch
+
+    def pack(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, ...) -> (T, ...)
+        return x.reshape(self.batch * self.length, *x.shape[2:]).index_select(0, self.index)
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:  # (T, ...) -> (B, L, ...), zeros at the padding
+        padded = x.new_zeros(self.batch * self.length, *x.shape[1:]).index_copy(0, self.index, x)
+        return padded.view(self.batch, self.length, *x.shape[1:])
+
+
 class LxmertAttention(nn.Module):
     """Multi-head attention of `hidden` (queries) over `context` (keys and values).
 
@@ -119,6 +137,49 @@ class LxmertAttention(nn.Module):
         self.key = nn.Linear(config.hidden_size, config.hidden_size)
         self.value = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        # (weight (3H, H), bias (3H,), the parameters' data pointers when packed): see pack_projections.
+        self._packed: tuple[torch.Tensor, torch.Tensor, tuple[int, ...]] | None = None
+
+    def pack_projections(self) -> None:
+        """Put the query, key and value weights and biases in one (3H, H) matrix and one (3H,) vector whose rows
+        the three Linear layers' parameters become views of: without gradients, a self-attention then projects
+        with one matrix multiplication and a cross-attention its keys and values with one. The state-dict names
+        and values stay, and training updates the three parameters as before (they are the packed rows)."""
+        linears = (self.query, self.key, self.value)
+        weight = torch.cat([linear.weight.detach() for linear in linears])
+        bias = torch.cat([linear.bias.detach() for linear in linears])
+        size = self.query.out_features
+        for index, linear in enumerate(linears):
+            rows = slice(index * size, (index + 1) * size)
+            linear.weight = nn.Parameter(weight[rows], requires_grad=linear.weight.requires_grad)
+            linear.bias = nn.Parameter(bias[rows], requires_grad=linear.bias.requires_grad)
+        self._packed = (weight, bias, self._pointers())
+
+    def _pointers(self) -> tuple[int, ...]:
+        return tuple(
+            p.data_ptr() for linear in (self.query, self.key, self.value) for p in (linear.weight, linear.bias)
+        )
+
+    def _apply(self, fn, recurse: bool = True):
+        # .to(), .half(), .cuda() give each parameter its own new tensor: pack the new ones again.
+        module = super()._apply(fn, recurse)
+        if self._packed is not None:
+            self.pack_projections()
+        return module
+
+    def _project(self, hidden: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Query of `hidden`, key and value of `context`: with one packed matrix multiplication where possible
+        (no gradient recorded, and the parameters still the packed rows: a load with assign=True, for one,
+        replaces them)."""
+        packed = self._packed
+        if packed is None or torch.is_grad_enabled() or packed[2] != self._pointers():
+            return self.query(hidden), self.key(context), self.value(context)
+        weight, bias, _ = packed
+        size = self.query.out_features
+        if hidden is context:
+            return F.linear(hidden, weight, bias).split(size, dim=-1)
+        key, value = F.linear(context, weight[size:], bias[size:]).split(size, dim=-1)
+        return self.query(hidden), key, value
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:  # (B, L, H) -> (B, heads, L, head_dim)
         return x.view(x.shape[0], x.shape[1], self.num_heads, self.head_dim).transpose(1, 2)
@@ -129,10 +190,18 @@ class LxmertAttention(nn.Module):
         context: torch.Tensor,
         mask: torch.Tensor | None,
         output_attentions: bool = False,
+        hidden_packing: TokenPacking | None = None,
+        context_packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        query = self._heads(self.query(hidden))
-        key = self._heads(self.key(context))
-        value = self._heads(self.value(context))
+        """hidden (B, Lq, H) or, with hidden_packing, (T, H) packed rows (then so is the result); context
+        (B, Lk, H) or packed with context_packing."""
+        query, key, value = self._project(hidden, context)
+        if hidden_packing is not None:
+            query = hidden_packing.pad(query)
+        if context_packing is not None:
+            key, value = context_packing.pad(key), context_packing.pad(value)
+        batch, length = query.shape[:2]
+        query, key, value = self._heads(query), self._heads(key), self._heads(value)
         probs = None
         if output_attentions:
             scores = torch.matmul(query, key.transpose(-1, -2)) / math.sqrt(self.head_dim)
@@ -143,7 +212,9 @@ class LxmertAttention(nn.Module):
         else:
             dropout = self.dropout.p if self.training else 0.0
             attended = F.scaled_dot_product_attention(query, key, value, attn_mask=mask, dropout_p=dropout)
-        attended = attended.transpose(1, 2).reshape(hidden.shape[0], hidden.shape[1], -1)
+        attended = attended.transpose(1, 2).reshape(batch, length, -1)
+        if hidden_packing is not None:
+            attended = hidden_packing.pack(attended)
         return attended, probs
 
 
@@ -175,9 +246,11 @@ class LxmertSelfAttentionLayer(nn.Module):
         mask: torch.Tensor | None,
         output_attentions: bool = False,
         queries: torch.Tensor | None = None,
+        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """hidden (B, L, H), or (T, H) packed rows with `packing` (not together with `queries`)."""
         queries = hidden if queries is None else queries
-        attended, probs = self.self(queries, hidden, mask, output_attentions)
+        attended, probs = self.self(queries, hidden, mask, output_attentions, packing, packing)
         return self.output(attended, queries), probs
 
 
@@ -190,9 +263,15 @@ class LxmertCrossAttentionLayer(nn.Module):
         self.output = LxmertResidualOutput(config, config.hidden_size)
 
     def forward(
-        self, hidden: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor | None, output_attentions: bool
+        self,
+        hidden: torch.Tensor,
+        context: torch.Tensor,
+        context_mask: torch.Tensor | None,
+        output_attentions: bool,
+        hidden_packing: TokenPacking | None = None,
+        context_packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.att(hidden, context, context_mask, output_attentions)
+        attended, probs = self.att(hidden, context, context_mask, output_attentions, hidden_packing, context_packing)
         return self.output(attended, hidden), probs
 
 
@@ -220,9 +299,13 @@ class LxmertLayer(nn.Module):
         self.output = LxmertResidualOutput(config, config.intermediate_size)
 
     def forward(
-        self, hidden: torch.Tensor, mask: torch.Tensor | None, output_attentions: bool = False
+        self,
+        hidden: torch.Tensor,
+        mask: torch.Tensor | None,
+        output_attentions: bool = False,
+        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        attended, probs = self.attention(hidden, mask, output_attentions)
+        attended, probs = self.attention(hidden, mask, output_attentions, packing=packing)
         return self.output(self.intermediate(attended), attended), probs
 
 
@@ -248,21 +331,25 @@ class LxmertXLayer(nn.Module):
         visn_mask: torch.Tensor | None,
         output_attentions: bool = False,
         first_token_only: bool = False,
+        packing: TokenPacking | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """Returns (language (B, L, H), vision (B, N, H), language-over-vision probabilities or None).
 
         `first_token_only` computes just what the pooler reads: the language stream's first token
-        (B, 1, H); the vision stream is skipped and returned as None.
+        (B, 1, H); the vision stream is skipped and returned as None. With `packing` the language stream
+        comes and goes as packed rows (T, H), except the first-token result.
         """
         # Only the language-over-vision probabilities are returned, but with output_attentions every
         # attention takes the explicit path, so that the whole forward is the reference's arithmetic.
         explicit = output_attentions
-        lang_att, cross_probs = self.visual_attention(lang, visn, visn_mask, explicit)
+        lang_att, cross_probs = self.visual_attention(lang, visn, visn_mask, explicit, hidden_packing=packing)
         if first_token_only:
+            if packing is not None:
+                lang_att = packing.pad(lang_att)  # the padding stays masked out as keys
             lang_att, _ = self.lang_self_att(lang_att, lang_mask, explicit, queries=lang_att[:, :1])
             return self.lang_output(self.lang_inter(lang_att), lang_att), None, cross_probs
-        visn_att, _ = self.visual_attention(visn, lang, lang_mask, explicit)
-        lang_att, _ = self.lang_self_att(lang_att, lang_mask, explicit)
+        visn_att, _ = self.visual_attention(visn, lang, lang_mask, explicit, context_packing=packing)
+        lang_att, _ = self.lang_self_att(lang_att, lang_mask, explicit, packing=packing)
         visn_att, _ = self.visn_self_att(visn_att, visn_mask, explicit)
         lang_out = self.lang_output(self.lang_inter(lang_att), lang_att)
         visn_out = self.visn_output(self.visn_inter(visn_att), visn_att)
@@ -298,13 +385,22 @@ class LxmertEncoder(nn.Module):
 
         `pooler_input_only` skips the work that cannot reach the pooled output (the last cross layer's
         vision stream and its language tokens after the first); the last language state is then
-        (B, 1, H) and there is no vision output. Only valid when no hidden states are returned.
+        (B, 1, H) and there is no vision output. Only valid when no hidden states are returned. On the
+        CPU it also packs the language tokens of a padded batch (TokenPacking), unless attention
+        probabilities are asked for (their rows at the padding would differ from the padded computation's).
         """
         visn = self.visn_fc(visual_feats, visual_pos)
         lang_states, visn_states = [], []
         lang_attentions, visn_attentions, cross_attentions = [], [], []
+        packing = None
+        if pooler_input_only and not output_attentions and lang.device.type == "cpu" and lang_mask is not None:
+            # On a GPU the packing's index would cost a wait for the device, for little: it is not compute-bound.
+            keep = lang_mask[:, 0, 0, :] == 0
+            if not bool(keep.all()):
+                packing = TokenPacking(keep)
+                lang = packing.pack(lang)
         for layer in self.layer:
-            lang, probs = layer(lang, lang_mask, output_attentions)
+            lang, probs = layer(lang, lang_mask, output_attentions, packing)
             lang_states.append(lang)
             lang_attentions.append(probs)
         for layer in self.r_layers:
@@ -314,11 +410,19 @@ class LxmertEncoder(nn.Module):
         for i, layer in enumerate(self.x_layers):
             last = i == len(self.x_layers) - 1
             lang, visn, probs = layer(
-                lang, lang_mask, visn, visn_mask, output_attentions, first_token_only=pooler_input_only and last
+                lang,
+                lang_mask,
+                visn,
+                visn_mask,
+                output_attentions,
+                first_token_only=pooler_input_only and last,
+                packing=packing,
             )
             lang_states.append(lang)
             visn_states.append(visn)
             cross_attentions.append(probs)
+        if packing is not None and not self.x_layers and lang_states:
+            lang_states[-1] = packing.pad(lang_states[-1])  # no cross layer unpacked it: the pooler reads (B, L, H)
         return {
             "language_hidden_states": tuple(lang_states),
             "vision_hidden_states": tuple(visn_states),
@@ -448,6 +552,14 @@ class LxmertPreTrainedModel(nn.Module):
     def post_init(self) -> None:
         self.apply(self._init_weights)
         self.tie_weights()
+        self.pack_projections()
+
+    def pack_projections(self) -> None:
+        """Pack every attention's query, key and value projections (LxmertAttention.pack_projections); done
+        at construction, and again by every load and device or dtype change."""
+        for module in self.modules():
+            if isinstance(module, LxmertAttention):
+                module.pack_projections()
 
     def _init_weights(self, module: nn.Module) -> None:
         std = self.config.initializer_range
