@@ -7,11 +7,16 @@ On the real test images (tests/fixtures/images):
   batch 1 and batch 8, and the peak memory one call allocates;
 - the same images through a plain forward of the network alone (preprocessed beforehand, no
   selection): the extractor's time per image over the plain forward's is its overhead;
-- FLOPs of one 600 x 1000 image, split into backbone, RPN and ROI heads (torch.utils.flop_counter).
+- FLOPs of one 600 x 1000 image, split into backbone, RPN and ROI heads (torch.utils.flop_counter);
+- with --same-size N: N random 600 x 1000 images (one network input size, so a batch of 8 is one pass of 8),
+  the throughput the GPU target is stated in (extraction at 600 x 1000, images/s).
+
+--dtype sets the convolutions' dtype (RegionFeatureExtractor's dtype; features stay float32).
 
     python benchmarks/bench_extract.py                  # CPU, torch's thread count
     python benchmarks/bench_extract.py --threads 2
     python benchmarks/bench_extract.py --device cuda    # the same tables on the GPU
+    python benchmarks/bench_extract.py --device cuda --dtype bfloat16 --same-size 64 --batch-sizes 1 8 16
 """
 
 from __future__ import annotations
@@ -91,6 +96,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1, help="timed calls per measurement (median)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8])
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--same-size", type=int, default=0, metavar="N", help="also N random 600 x 1000 images")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -98,10 +105,10 @@ def main() -> None:
 
     torch.manual_seed(0)
     detector = VGDetector(DetectorConfig()).to(device).eval()
-    extractor = RegionFeatureExtractor(detector, device=device)
+    extractor = RegionFeatureExtractor(detector, device=device, dtype=getattr(torch, args.dtype))
     paths = [str(p) for p in IMAGES]
     print(
-        f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, full-size VG R101 "
+        f"torch {torch.__version__}, {device}, {args.dtype}, {torch.get_num_threads()} threads, full-size VG R101 "
         f"(random weights), {len(paths)} real images, caffe rule, 36 boxes"
     )
 
@@ -119,6 +126,21 @@ def main() -> None:
     with torch.inference_mode():
         for batch in args.batch_sizes:
             print(measure(extractor, detector, paths, preprocessed, batch, device, args.repeats))
+    if args.same_size:
+        generator = torch.Generator().manual_seed(0)
+        same = [
+            torch.randint(0, 256, (600, 1000, 3), dtype=torch.uint8, generator=generator).numpy()
+            for _ in range(args.same_size)
+        ]
+        items = [preprocess(image, device=device) for image in same]
+        print()
+        print(f"{args.same_size} random 600 x 1000 images:")
+        print()
+        print("| batch | extractor images/s | plain forward images/s | extractor / plain time | peak MiB |")
+        print("| ---: | ---: | ---: | ---: | ---: |")
+        with torch.inference_mode():
+            for batch in args.batch_sizes:
+                print(measure(extractor, detector, same, items, batch, device, args.repeats))
 
 
 def measure(extractor, detector, paths, preprocessed, batch: int, device: torch.device, repeats: int) -> str:

@@ -5,15 +5,19 @@ Stages of one (image, question), timed one after the other as the pipeline runs 
 LXMERT (tokenize + forward of the full-size VQA model), post-processing (sigmoid, top 5, to Python).
 Then the pipeline itself: latency at batch 1, throughput at batch 8 (8 real images, one question
 each), and what a second question about the same image costs: the detector reads the image once,
-so only the LXMERT part grows.
+so only the LXMERT part grows. Last, the latency distribution of --latency-runs calls (one image and one
+question, the images in turn): p50 and p99; and a second question about an image whose regions are kept
+(`vqa(regions=...)`, what a service's cache does): p50 and p99.
 
     python benchmarks/bench_pipeline.py                  # CPU
     python benchmarks/bench_pipeline.py --device cuda    # GPU, where one is present
+    python benchmarks/bench_pipeline.py --device cuda --dtype bfloat16 --latency-runs 200
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import time
 from pathlib import Path
@@ -93,6 +97,8 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16", "float16"))
+    parser.add_argument("--latency-runs", type=int, default=10, help="calls timed for p50 / p99")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -104,8 +110,13 @@ def main() -> None:
     extractor = RegionFeatureExtractor(VGDetector(DetectorConfig()), device=device, resize=resize)
     answers = load_answers("vqa")
     model = LxmertForQuestionAnswering(LxmertConfig(num_qa_labels=len(answers), id2label=dict(enumerate(answers))))
-    vqa = pipeline("vqa", model=model, detector=extractor, tokenizer=LxmertTokenizerFast(), device=device)
-    print(f"torch {torch.__version__}, {device}, {torch.get_num_threads()} threads, full-size detector and LXMERT")
+    vqa = pipeline(
+        "vqa", model=model, detector=extractor, tokenizer=LxmertTokenizerFast(), device=device, dtype=args.dtype
+    )
+    print(
+        f"torch {torch.__version__}, {device}, {args.dtype}, {torch.get_num_threads()} threads, full-size detector "
+        "and LXMERT"
+    )
 
     with torch.inference_mode():
         vqa(image=str(IMAGES[0]), question=QUESTION)  # warm-up
@@ -140,6 +151,24 @@ def main() -> None:
     print(f"| throughput, batch_size=1 (pairs/s) | {len(batch) / batch_one:.3f} |")
     print(f"| throughput, batch_size=8 (pairs/s) | {len(batch) / batch_eight:.3f} |")
     assert len(single) == 5
+
+    calls = [
+        clock(lambda i=i: vqa(image=str(IMAGES[i % len(IMAGES)]), question=QUESTION), device)[1]
+        for i in range(args.latency_runs)
+    ]
+    kept = vqa.reader.extractor([str(IMAGES[0])])[0]
+    seconds = [clock(lambda: vqa(regions=kept, question="is it raining?"), device)[1] for _ in range(args.latency_runs)]
+    print()
+    print(f"| latency over {args.latency_runs} calls (ms) | p50 | p99 |")
+    print("| --- | ---: | ---: |")
+    for label, values in (("one image, one question", calls), ("a second question, regions kept", seconds)):
+        print(f"| {label} | {percentile(values, 50) * 1e3:.1f} | {percentile(values, 99) * 1e3:.1f} |")
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The nearest-rank percentile."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered), max(1, math.ceil(share / 100 * len(ordered)))) - 1]
 
 
 if __name__ == "__main__":
