@@ -28,6 +28,7 @@ _EXPORTS = {
     "FeatureRecord": "store.store",
     "FeatureStore": "store.store",
     "ImageLoadError": "images",
+    "ImageTooLargeError": "images",
     "ImagePredictions": "selection",
     "InputError": "jobs.inputs",
     "JobError": "jobs.summary",

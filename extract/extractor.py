@@ -325,7 +325,8 @@ def _decode(index: int, image: ImageInput, bgr: bool, max_image_pixels: int | No
     try:
         return load_image(image, bgr=_is_bgr(image, bgr), max_image_pixels=max_image_pixels)
     except ImageLoadError as error:
-        raise ImageLoadError(f"{error.source} (images[{index}])", error.reason) from error
+        # type(error): an ImageTooLargeError stays one
+        raise type(error)(f"{error.source} (images[{index}])", error.reason) from error
     except TypeError as error:
         raise TypeError(f"images[{index}]: {error}") from None
 

@@ -64,6 +64,11 @@ class ImageLoadError(ValueError):
         return (type(self), (self.source, self.reason))
 
 
+class ImageTooLargeError(ImageLoadError):
+    """An image with more pixels than max_image_pixels allows (the decompression-bomb guard): a valid image,
+    refused for its size (a server answers 413 to it, and 415 to other ImageLoadErrors)."""
+
+
 def load_image(
     image: ImageInput,
     *,
@@ -80,9 +85,9 @@ def load_image(
     EXIF orientation is applied to files, bytes and PIL images (unreadable EXIF is ignored, as
     detectron2 does). ``max_image_pixels`` guards against decompression bombs in files, bytes and
     PIL images (arrays and tensors are already decoded): an image with more pixels raises
-    ImageLoadError before its pixels are decoded, and the message quotes ``max_image_pixels``
-    whichever check fired (ours on the image size, or Pillow's on a frame or tile); None means no
-    limit. Pillow's global ``Image.MAX_IMAGE_PIXELS`` is left as it was found: only a limit above
+    ImageTooLargeError (an ImageLoadError) before its pixels are decoded, and the message quotes
+    ``max_image_pixels`` whichever check fired (ours on the image size, or Pillow's on a frame or
+    tile); None means no limit. Pillow's global ``Image.MAX_IMAGE_PIXELS`` is left as it was found: only a limit above
     it (or None) lifts it, for the duration of one decode and under a lock, so another thread
     decoding at that very moment runs without Pillow's check. A path that cannot be read names the
     OS error (file not found, symlink loop, permission denied, a directory, ...). The result never
@@ -201,21 +206,21 @@ def _pillow_limit_lifted(max_image_pixels: int | None) -> Iterator[None]:
 def _check_pixel_limit(decoded: Image.Image, source: str, max_image_pixels: int | None) -> None:
     pixels = decoded.width * decoded.height
     if max_image_pixels is not None and pixels > max_image_pixels:
-        raise ImageLoadError(
+        raise ImageTooLargeError(
             source, f"{decoded.width}x{decoded.height} = {pixels} pixels {_over_the_limit(max_image_pixels)}"
         )
 
 
-def _pillow_bomb_error(source: str, max_image_pixels: int | None, error: Exception, counted: str) -> ImageLoadError:
+def _pillow_bomb_error(source: str, max_image_pixels: int | None, error: Exception, counted: str) -> ImageTooLargeError:
     """Pillow's decompression-bomb check (its DecompressionBombError above twice its limit, or its warning
     above the limit when warnings are errors) in our words: its message quotes its own limit, not the one
     in force. It only runs while its limit is at or above ours (_pillow_limit_lifted), so what it counted
     (`counted`: the size the header declares, at open; a frame or tile, while decoding) exceeds ours too."""
     if max_image_pixels is None:  # Image.MAX_IMAGE_PIXELS was set again by someone else meanwhile
-        return ImageLoadError(source, f"Pillow's decompression-bomb check refused it ({error})")
+        return ImageTooLargeError(source, f"Pillow's decompression-bomb check refused it ({error})")
     pixels = re.search(r"\((\d+) pixels\)", str(error))
     found = f"{pixels[1]} pixels ({counted})" if pixels else f"the image ({counted})"
-    return ImageLoadError(source, f"{found} {_over_the_limit(max_image_pixels)}")
+    return ImageTooLargeError(source, f"{found} {_over_the_limit(max_image_pixels)}")
 
 
 def _over_the_limit(max_image_pixels: int) -> str:

@@ -14,7 +14,8 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from tasks.cli import add_evaluate_parser, add_train_parser, run_evaluate, run_train
 
@@ -55,7 +56,9 @@ class CommandError(Exception):
     """A problem with the command's input, reported as one line without a traceback."""
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[Callable[[Any], Any]] = ()) -> argparse.ArgumentParser:
+    """The `lxmert` parser: ask, regions, train and evaluate, then the subcommands `extra_commands` add (each
+    is called with the subparsers action and sets its parser's `run` default: service.cli's `serve`)."""
     parser = argparse.ArgumentParser(
         prog="lxmert",
         description="Answer questions about images with LXMERT; fine-tune and evaluate it.",
@@ -99,6 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_regions_parser(commands)
     add_train_parser(commands)
     add_evaluate_parser(commands)
+    for add_command in extra_commands:
+        add_command(commands)
     return parser
 
 
@@ -149,13 +154,18 @@ def add_regions_parser(commands) -> None:
     regions.add_argument("--allow-network", action="store_true", help="let IMAGE be a URL")
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, extra_commands: Sequence[Callable[[Any], Any]] = ()) -> int:
+    """Run the `lxmert` command line; the exit status. extra_commands: as build_parser's; an added subcommand
+    runs through the `run` default it set."""
     command = "ask"
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(extra_commands).parse_args(argv)
         command = args.command
         with warnings.catch_warnings():
             warnings.showwarning = functools.partial(_show_warning, f"lxmert {command}")
+            run = getattr(args, "run", None)
+            if run is not None:
+                return run(args)
             if args.command == "train":
                 return run_train(args)
             if args.command == "evaluate":
@@ -272,10 +282,17 @@ def region_list(found, indices: Sequence[int]) -> list[dict]:
 
 
 def load_pipeline(
-    task: str, *, model: str | None = None, detector: str | None = None, device: str | None, allow_network: bool
+    task: str,
+    *,
+    model: str | None = None,
+    detector: Any = None,
+    device: str | None,
+    allow_network: bool,
+    **options: Any,
 ):
     """pipeline(task, ...) for a command, with one CommandError naming every checkpoint that neither the hub
-    (unreachable) nor the local cache has, instead of the hub client's retries."""
+    (unreachable) nor the local cache has, instead of the hub client's retries. detector: a hub id, a folder or
+    a RegionFeatureExtractor already loaded (shared by several pipelines); options: pipeline()'s others."""
     # After parsing and the cheap checks: importing torch and the models takes seconds.
     from lxmert.hub import hub_endpoint, hub_reachable
 
@@ -288,7 +305,13 @@ def load_pipeline(
     if offline and missing:
         raise CommandError(unavailable_message(missing, hub_endpoint()))
     return pipeline(
-        task, model=model, detector=detector, device=device, allow_network=allow_network, local_files_only=offline
+        task,
+        model=model,
+        detector=detector,
+        device=device,
+        allow_network=allow_network,
+        local_files_only=offline,
+        **options,
     )
 
 

@@ -1,4 +1,8 @@
-"""Fixtures shared by the extract and pipelines tests."""
+"""Fixtures shared by the extract, pipelines and service tests: the tiny checkpoints, loaded through the real
+loading path. The tiny detectron2 VG detector converted to our format, in a cheaper setting (its region
+features are 256-d), and tiny LXMERTs with random weights saved by save_pretrained, reading those 256-d
+features.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,11 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES
+from helpers import FIXTURES, TINY_LXMERT, perturb
+
+ANSWERS = ["yes", "no", "2", "red", "dog", "table", "left"]
+# The tiny LXMERT of the model tests, reading the 256-d features of the cheaper tiny detector.
+PIPELINE_LXMERT = dict(TINY_LXMERT, vocab_size=30522, visual_feat_dim=256, num_qa_labels=len(ANSWERS))
 
 
 @pytest.fixture(scope="session")
@@ -20,4 +28,25 @@ def detector_dir(tmp_path_factory) -> Path:
     config = dataclasses.replace(config, min_size_test=300, max_size_test=500, rpn_post_nms_topk_test=100)
     folder = tmp_path_factory.mktemp("detector")
     save_pretrained(config, state_dict, folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def vqa_dir(tmp_path_factory) -> Path:
+    """A tiny LxmertForQuestionAnswering with the answers ANSWERS."""
+    from lxmert import LxmertConfig, LxmertForQuestionAnswering
+
+    config = LxmertConfig(**PIPELINE_LXMERT, id2label=dict(enumerate(ANSWERS)))
+    folder = tmp_path_factory.mktemp("vqa")
+    perturb(LxmertForQuestionAnswering(config), seed=0).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def matching_dir(tmp_path_factory) -> Path:
+    """A tiny LxmertForPreTraining (its matching head)."""
+    from lxmert import LxmertConfig, LxmertForPreTraining
+
+    folder = tmp_path_factory.mktemp("pretraining")
+    perturb(LxmertForPreTraining(LxmertConfig(**PIPELINE_LXMERT)), seed=1).save_pretrained(folder)
     return folder

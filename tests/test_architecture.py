@@ -1,11 +1,11 @@
 """The import rules of the project, read from the source with `ast` (no project module is imported here,
 except by the fresh-interpreter test, which imports them in a child process):
 
-- no import cycles between the modules of extract, lxmert, pipelines (and tasks, once it exists), counting
-  every import that runs, at module level or inside a function; imports under `if TYPE_CHECKING:` never
-  run and do not count;
-- data flows one way, image -> extract -> lxmert -> tasks / pipelines: extract and lxmert import neither
-  each other nor tasks or pipelines, and tasks does not import pipelines;
+- no import cycles between the modules of extract, lxmert, pipelines, tasks and service, counting every import
+  that runs, at module level or inside a function; imports under `if TYPE_CHECKING:` never run and do not count;
+- data flows one way, image -> extract -> lxmert -> tasks / pipelines -> service: extract and lxmert import
+  neither each other nor tasks, pipelines or service, tasks imports neither pipelines nor service, and
+  pipelines does not import service (the server is the top: nothing imports it);
 - every module imports in a fresh interpreter, whichever module is imported first;
 - a package's own modules import from the module that defines a name, never from the package root that
   re-exports it for users.
@@ -25,12 +25,13 @@ from itertools import pairwise
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("extract", "lxmert", "pipelines", "tasks")  # tasks: once its folder exists
+PACKAGES = ("extract", "lxmert", "pipelines", "tasks", "service")
 # package -> the packages it must not import
 FORBIDDEN = {
-    "extract": {"lxmert", "tasks", "pipelines"},
-    "lxmert": {"extract", "tasks", "pipelines"},
-    "tasks": {"pipelines"},
+    "extract": {"lxmert", "tasks", "pipelines", "service"},
+    "lxmert": {"extract", "tasks", "pipelines", "service"},
+    "tasks": {"pipelines", "service"},
+    "pipelines": {"service"},
 }
 
 
@@ -190,8 +191,9 @@ def test_no_import_cycles():
 def test_no_upward_imports_between_packages():
     imports = _imports(ROOT, _modules(ROOT))
     upward = [found for found in imports if _top(found.target) in FORBIDDEN.get(_top(found.source), ())]
-    assert not upward, "imports against the data flow (image -> extract -> lxmert -> tasks / pipelines):\n" + "\n".join(
-        f"    {found}" for found in upward
+    assert not upward, (
+        "imports against the data flow (image -> extract -> lxmert -> tasks / pipelines -> service):\n"
+        + "\n".join(f"    {found}" for found in upward)
     )
 
 

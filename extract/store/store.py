@@ -141,8 +141,8 @@ class FeatureRecord:
         object_names / attribute_names to name them otherwise.
         """
         names = {
-            "object_names": _display_names("objects", self.object_ids),
-            "attribute_names": _display_names("attributes", self.attribute_ids),
+            "object_names": display_names("objects", self.object_ids),
+            "attribute_names": display_names("attributes", self.attribute_ids),
         }
         return draw_regions(image, self.boxes, **(names | {"scores": self.object_scores} | options))
 
@@ -155,7 +155,10 @@ class FeatureRecord:
         )
 
 
-def _display_names(kind: str, ids: np.ndarray) -> list[str | None]:
+def display_names(kind: str, ids: np.ndarray) -> list[str | None]:
+    """The names of a record's object ids (kind "objects") or attribute ids ("attributes"), as `draw` captions
+    them: the VG names when every id lies in the shipped vocabulary, else generic ones ("class_1700"); None
+    for attribute id -1 (no attribute head)."""
     ids = np.asarray(ids, dtype=np.int64)
     count = max(len(vg_synonyms(kind)), int(ids.max(initial=-1)) + 1)
     names = class_names(kind, count)

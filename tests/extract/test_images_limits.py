@@ -1,5 +1,6 @@
-"""load_image on hostile input: decompression-bomb messages quote the limit in force, whichever check fires
-(ours, Pillow's warning threshold, Pillow's error at twice its limit), and unreadable paths name the OS error."""
+"""load_image on hostile input: decompression bombs raise ImageTooLargeError (an ImageLoadError; a server answers
+413 to it) whose message quotes the limit in force, whichever check fires (ours, Pillow's warning threshold,
+Pillow's error at twice its limit), and unreadable paths name the OS error."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from extract.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from extract.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, ImageTooLargeError, load_image
 
 PILLOW_DEFAULT = 1024 * 1024 * 1024 // 4 // 3  # Image.MAX_IMAGE_PIXELS as Pillow ships it
 
@@ -61,7 +62,7 @@ def test_bomb_messages_quote_the_limit_in_force_and_name_the_image(tmp_path, siz
     in_force = DEFAULT_MAX_IMAGE_PIXELS if limit is None else limit
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # Pillow's own, for 100 MP files
-        with pytest.raises(ImageLoadError) as raised:
+        with pytest.raises(ImageTooLargeError) as raised:
             load_image(image, **kwargs)
     message = str(raised.value)
     assert f"exceeds max_image_pixels={in_force} (decompression-bomb guard)" in message
@@ -78,7 +79,7 @@ def test_pillows_warning_turned_into_an_error_quotes_the_limit_in_force(tmp_path
     path.write_bytes(png_header(*PILLOW_WARNS))
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
-        with pytest.raises(ImageLoadError) as raised:
+        with pytest.raises(ImageTooLargeError) as raised:
             load_image(path, max_image_pixels=1000)
     assert "100000000 pixels (the size its header declares) exceeds max_image_pixels=1000" in raised.value.reason
 
@@ -94,7 +95,7 @@ def test_pillows_check_while_decoding_a_frame_quotes_the_limit_in_force(monkeypa
     encoded = io.BytesIO()
     Image.new("RGB", (4, 4)).save(encoded, format="PNG")
     monkeypatch.setattr(PngImagePlugin.PngImageFile, "load", bomb_on_load)
-    with pytest.raises(ImageLoadError) as raised:
+    with pytest.raises(ImageTooLargeError) as raised:
         load_image(encoded.getvalue(), max_image_pixels=5000)
     assert raised.value.reason.startswith("400000000 pixels (one frame or tile) exceeds max_image_pixels=5000")
 
@@ -102,14 +103,15 @@ def test_pillows_check_while_decoding_a_frame_quotes_the_limit_in_force(monkeypa
 def test_a_raised_limit_decodes_what_pillows_own_would_refuse(tmp_path):
     path = tmp_path / "bomb.png"
     path.write_bytes(png_header(*PILLOW_RAISES))
-    with pytest.raises(ImageLoadError, match="truncated"):  # past both checks: the header holds no pixels
+    with pytest.raises(ImageLoadError, match="truncated") as raised:  # past both checks: the header holds no pixels
         load_image(path, max_image_pixels=PILLOW_RAISES[0] * PILLOW_RAISES[1])
+    assert not isinstance(raised.value, ImageTooLargeError)  # broken, not too large
     assert Image.MAX_IMAGE_PIXELS == PILLOW_DEFAULT
 
 
 def test_pil_images_and_arrays_where_the_limit_applies():
     # A PIL image is checked like a file (its pixels may not be decoded yet); an array is already decoded.
-    with pytest.raises(ImageLoadError, match="2x3 = 6 pixels exceeds max_image_pixels=5"):
+    with pytest.raises(ImageTooLargeError, match="2x3 = 6 pixels exceeds max_image_pixels=5"):
         load_image(Image.new("RGB", (2, 3)), max_image_pixels=5)
     assert load_image(Image.new("RGB", (2, 3)), max_image_pixels=6).shape == (3, 2, 3)
     assert load_image(np.zeros((3, 2, 3), np.uint8), max_image_pixels=5).shape == (3, 2, 3)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import socket
 import zlib
 from pathlib import Path
 
@@ -273,3 +274,10 @@ def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
             else:
                 p.copy_(noise / math.sqrt(p.shape[1]))
     return model
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on now (for a live server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
