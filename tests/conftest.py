@@ -10,11 +10,7 @@ import dataclasses
 from pathlib import Path
 
 import pytest
-from helpers import FIXTURES, TINY_LXMERT, perturb
-
-ANSWERS = ["yes", "no", "2", "red", "dog", "table", "left"]
-# The tiny LXMERT of the model tests, reading the 256-d features of the cheaper tiny detector.
-PIPELINE_LXMERT = dict(TINY_LXMERT, vocab_size=30522, visual_feat_dim=256, num_qa_labels=len(ANSWERS))
+from helpers import ANSWERS, FIXTURES, PIPELINE_LXMERT, perturb
 
 
 @pytest.fixture(scope="session")

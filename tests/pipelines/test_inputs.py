@@ -9,11 +9,10 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from helpers import PIPELINE_LXMERT
 
 from lxmert import LxmertConfig, LxmertForQuestionAnswering, LxmertTokenizerFast
 from pipelines import VisualQuestionAnsweringPipeline, pipeline
-
-from .conftest import PIPELINE_LXMERT
 
 QUESTION = "what color is the dog on the left?"
 

@@ -253,6 +253,10 @@ TINY_LXMERT = dict(
     num_object_labels=11,
     num_attr_labels=5,
 )
+# The answers of the pipeline, service and CLI tests' tiny VQA checkpoint (tests/conftest.py: vqa_dir), and its
+# config: the tiny LXMERT reading the 256-d features of the tiny detector in its cheaper setting (detector_dir).
+ANSWERS = ["yes", "no", "2", "red", "dog", "table", "left"]
+PIPELINE_LXMERT = dict(TINY_LXMERT, vocab_size=30522, visual_feat_dim=256, num_qa_labels=len(ANSWERS))
 
 
 def perturb(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
