@@ -1,0 +1,126 @@
+"""What a low-precision detector changes, and what it gains: bfloat16 / float16 convolutions against float32.
+
+On the eight real test images (tests/fixtures/images), caffe rule, 36 boxes, one model per dtype with the same
+weights: the tiny fixture detector (its trained-looking random weights) or the full-size VG R101 with random
+weights (`--full-size`). Measured as tests/extract/test_precision.py measures the tiny one:
+
+- same boxes (float32's boxes given to the low-precision model): the features' minimum cosine to float32's,
+  max |d| / max |f| per image (the worst image), mean |d| / mean |f|, regions whose class stays the same;
+- own selection: float32 boxes that the low-precision run also finds, at IoU >= 0.5 and >= 0.9;
+- speed: median seconds per image of the extractor (decode to RegionFeatures), and the ratio to float32.
+
+    python benchmarks/bench_precision.py                        # tiny fixture model, CPU
+    python benchmarks/bench_precision.py --full-size --images 2 # full size, random weights (minutes on a CPU)
+    python benchmarks/bench_precision.py --full-size --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torchvision.ops import box_iou
+
+from extract import DetectorConfig, RegionFeatureExtractor, VGDetector
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = [str(path) for path in sorted((ROOT / "tests" / "fixtures" / "images").glob("*.jpg"))]
+TINY = ROOT / "tests" / "fixtures" / "detectron2-vg-tiny"
+
+
+def extractors(full_size: bool, device: str, dtypes: list[torch.dtype]) -> dict[torch.dtype, RegionFeatureExtractor]:
+    made = {}
+    for dtype in dtypes:
+        if full_size:
+            torch.manual_seed(0)  # the same random weights for every dtype
+            made[dtype] = RegionFeatureExtractor(VGDetector(DetectorConfig()), device=device, dtype=dtype)
+        else:
+            made[dtype] = RegionFeatureExtractor.from_pretrained(TINY, device=device, dtype=dtype)
+    return made
+
+
+def timed(extractor: RegionFeatureExtractor, device: str) -> tuple[list, float]:
+    """The regions of every image, one call per image, and the median seconds per image."""
+    results, seconds = [], []
+    for image in IMAGES:
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        results.append(extractor([image])[0])
+        if device == "cuda":
+            torch.cuda.synchronize()
+        seconds.append(time.perf_counter() - start)
+    return results, statistics.median(seconds)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--full-size", action="store_true", help="the full-size detector with random weights")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"], choices=["bfloat16", "float16"])
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--images", type=int, default=len(IMAGES), help="the first N of the eight test images")
+    args = parser.parse_args()
+    del IMAGES[args.images :]
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    dtypes = [getattr(torch, name) for name in args.dtypes]
+    models = extractors(args.full_size, args.device, [torch.float32, *dtypes])
+    capability = torch.backends.cpu.get_cpu_capability() if args.device == "cpu" else torch.cuda.get_device_name()
+    print(
+        f"torch {torch.__version__}, {args.device} ({capability}), {torch.get_num_threads()} threads, "
+        f"{'full-size VG R101, random weights' if args.full_size else 'tiny fixture detector'}, "
+        f"{len(IMAGES)} real images, caffe rule, 36 boxes"
+    )
+    with torch.inference_mode():
+        timed(models[torch.float32], args.device)  # warm-up
+        reference, reference_seconds = timed(models[torch.float32], args.device)
+        rows = []
+        for dtype in dtypes:
+            timed(models[dtype], args.device)  # warm-up
+            own, seconds = timed(models[dtype], args.device)
+            given = models[dtype](IMAGES, given_boxes=[regions.boxes for regions in reference])
+            rows.append((dtype, seconds, compare(reference, own, given)))
+    count = sum(len(regions) for regions in reference)
+    print()
+    print(
+        "| dtype | s / image | speed vs float32 | same boxes: min cosine | max \\|d\\| / max \\|f\\| "
+        "| mean \\|d\\| / mean \\|f\\| | same class | own selection: IoU >= 0.5 | IoU >= 0.9 |"
+    )
+    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print(f"| float32 | {reference_seconds:.3f} | 1.00 | 1 | 0 | 0 | {count} / {count} | {count} / {count} | - |")
+    for dtype, seconds, found in rows:
+        print(
+            f"| {str(dtype).removeprefix('torch.')} | {seconds:.3f} | {reference_seconds / seconds:.2f} | "
+            f"{found['cosine']:.5f} | {found['max']:.4f} | {found['mean']:.4f} | {found['same_class']} / {count} | "
+            f"{found['iou50']} / {count} | {found['iou90']} / {count} |"
+        )
+
+
+def compare(reference: list, own: list, given: list) -> dict:
+    cosines, max_ratios, differences, magnitudes, same_class = [], [], [], [], 0
+    for ref, ours in zip(reference, given, strict=True):
+        cosines.append(torch.nn.functional.cosine_similarity(ref.features, ours.features, dim=1).min().item())
+        difference = (ref.features - ours.features).abs()
+        max_ratios.append((difference.max() / ref.features.abs().max()).item())
+        differences.append(difference.mean().item())
+        magnitudes.append(ref.features.abs().mean().item())
+        same_class += int((ref.object_ids == ours.object_ids).sum())
+    best = torch.cat(
+        [box_iou(ref.boxes, ours.boxes).max(dim=1).values for ref, ours in zip(reference, own, strict=True)]
+    )
+    return {
+        "cosine": min(cosines),
+        "max": max(max_ratios),
+        "mean": sum(differences) / sum(magnitudes),
+        "same_class": same_class,
+        "iou50": int((best >= 0.5).sum()),
+        "iou90": int((best >= 0.9).sum()),
+    }
+
+
+if __name__ == "__main__":
+    main()
