@@ -104,6 +104,12 @@ class LxmertVisualFeatureEncoder(nn.Module):
 # Attention
 
 
+# Devices where an attention's packed projection runs as one product: on a GPU one kernel launch instead of
+# three. Not on the CPU: there MKL's three products were 3-10% faster than the one of three times the width
+# (2-core AMD EPYC, AVX2, 20 to 640 rows; docs/benchmarks.md).
+PACKED_PRODUCT_DEVICES = {"cuda"}
+
+
 class TokenPacking:
     """The real tokens of a padded language batch as the rows of one (T, H) matrix, T = the number of real
     tokens: the dense layers of the language stream (projections, outputs, feed-forward) then spend no work
@@ -168,11 +174,16 @@ class LxmertAttention(nn.Module):
         return module
 
     def _project(self, hidden: torch.Tensor, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Query of `hidden`, key and value of `context`: with one packed matrix multiplication where possible
-        (no gradient recorded, and the parameters still the packed rows: a load with assign=True, for one,
-        replaces them)."""
+        """Query of `hidden`, key and value of `context`: with one packed matrix multiplication where it pays
+        (PACKED_PRODUCT_DEVICES) and is possible (no gradient recorded, and the parameters still the packed
+        rows: a load with assign=True, for one, replaces them)."""
         packed = self._packed
-        if packed is None or torch.is_grad_enabled() or packed[2] != self._pointers():
+        if (
+            packed is None
+            or hidden.device.type not in PACKED_PRODUCT_DEVICES
+            or torch.is_grad_enabled()
+            or packed[2] != self._pointers()
+        ):
             return self.query(hidden), self.key(context), self.value(context)
         weight, bias, _ = packed
         size = self.query.out_features
@@ -395,8 +406,13 @@ class LxmertEncoder(nn.Module):
         packing = None
         if pooler_input_only and not output_attentions and lang.device.type == "cpu" and lang_mask is not None:
             # On a GPU the packing's index would cost a wait for the device, for little: it is not compute-bound.
-            keep = lang_mask[:, 0, 0, :] == 0
-            if not bool(keep.all()):
+            keep = lang_mask[:, 0, 0, :] == 0  # (B, L): the real tokens
+            # Trailing columns of padding only are dropped (no query reads them as keys; one question alone
+            # needs no more); what padding is left, in a batch, is packed away.
+            length = int(keep.any(0).nonzero().max()) + 1 if bool(keep.any()) else keep.shape[1]
+            lang, lang_mask, keep = lang[:, :length], lang_mask[..., :length], keep[:, :length]
+            # Packed only when every row's first token, the one the pooler reads, is real (no left padding).
+            if len(keep) > 1 and not bool(keep.all()) and bool(keep[:, 0].all()):
                 packing = TokenPacking(keep)
                 lang = packing.pack(lang)
         for layer in self.layer:

@@ -125,6 +125,26 @@ def assert_packed(model):
             assert linear.bias.data_ptr() == bias[index * size :].data_ptr()
 
 
+def test_cpu_runs_three_products_and_a_gpu_one(models, monkeypatch):
+    ours, _ = models
+    ours.eval()
+    calls, linear = [], torch.nn.functional.linear
+    packed = {attention._packed[0].data_ptr() for attention in attentions(ours)}
+
+    def counted(x, weight, bias=None):
+        calls.append(weight.data_ptr() in packed and len(weight) > len(weight.T))
+        return linear(x, weight, bias)
+
+    monkeypatch.setattr(torch.nn.functional, "linear", counted)
+    with torch.no_grad():
+        ours(**padded_inputs())
+    assert calls and not any(calls)  # the CPU: no packed product
+    monkeypatch.setattr(lxmert.modeling, "PACKED_PRODUCT_DEVICES", {"cpu"})
+    with torch.no_grad():
+        ours(**padded_inputs())
+    assert any(calls)
+
+
 def test_projections_are_packed_after_loading_and_conversion(models, tmp_path):
     ours, _ = models
     ours.save_pretrained(tmp_path)  # safetensors: the packed rows are written as tensors of their own
@@ -137,6 +157,8 @@ def test_projections_are_packed_after_loading_and_conversion(models, tmp_path):
 
 
 def test_packed_inference_follows_in_place_updates_and_replaced_parameters(models, monkeypatch):
+    # The packed products run on GPUs only (PACKED_PRODUCT_DEVICES): here on the CPU too, to test them.
+    monkeypatch.setattr(lxmert.modeling, "PACKED_PRODUCT_DEVICES", {"cpu", "cuda"})
     ours, theirs = (model.eval() for model in models)
     inputs = padded_inputs()
     with torch.no_grad():
@@ -176,3 +198,17 @@ def test_packed_inference_follows_in_place_updates_and_replaced_parameters(model
     # cross-modality layer), key + value of the cross-attentions (2 in the first cross-modality layer, 1 in the
     # last, whose vision stream the pooled-output path skips) and of the last layer's first-token self-attention
     assert sorted(calls) == [2, 2, 2, 2, 3, 3, 3, 3, 3]
+
+
+def test_trailing_padding_is_dropped_and_left_padding_is_not_packed(models, packings):
+    ours, theirs = (model.eval() for model in models)
+    single = padded_inputs(batch=1)  # one question with padding: its trailing padding is dropped, no packing
+    single["attention_mask"][0, 5:] = 0
+    left = padded_inputs()  # left padding: the pooler's token is padding in row 1, computed as transformers does
+    left["attention_mask"][1] = left["attention_mask"][1].flip(0)
+    with torch.no_grad():
+        for inputs in (single, left):
+            torch.testing.assert_close(
+                ours(**inputs).question_answering_score, theirs(**inputs).question_answering_score, rtol=0, atol=ATOL
+            )
+    assert packings == []
