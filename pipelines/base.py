@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from extract import FeatureStore, RegionFeatureExtractor, RegionFeatures
+from extract.store.store import display_names
 from lxmert import LxmertPreTrainedModel, LxmertTokenizerFast
 
 URL_PREFIXES = ("http://", "https://")
@@ -461,6 +462,38 @@ class ImageTextPipeline:
                     f"{self.text_name} {text[:40]!r}... has {length} tokens; it was cut to {self.max_text_length}",
                     stacklevel=6,  # the caller of the pipeline: past model_inputs, run_pairs, __call__, inference_mode
                 )
+
+
+def region_dicts(regions: Any, indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+    """The regions of a RegionFeatures (the detector's names) or a FeatureRecord (names of the store's ids,
+    extract.store.display_names) as JSON-ready dicts {"box", "object", "object_score", "attribute",
+    "attribute_score"}, all of them or those of `indices`; the attribute and its score are None without an
+    attribute head. What `lxmert regions --json` prints and the service answers."""
+    if isinstance(regions, RegionFeatures):
+        objects, attributes = regions.object_names, regions.attribute_names
+    else:
+        objects = display_names("objects", regions.object_ids)
+        attributes = display_names("attributes", regions.attribute_ids)
+    count = len(objects)
+    attributes = attributes or [None] * count
+    attribute_scores = regions.attribute_scores
+    attribute_scores = [None] * count if attribute_scores is None else _host_list(attribute_scores)
+    boxes, object_scores = _host_list(regions.boxes), _host_list(regions.object_scores)
+    return [
+        {
+            "box": boxes[i],
+            "object": objects[i],
+            "object_score": object_scores[i],
+            "attribute": attributes[i],
+            "attribute_score": None if attributes[i] is None else attribute_scores[i],
+        }
+        for i in (range(count) if indices is None else indices)
+    ]
+
+
+def _host_list(values: Any) -> list:
+    """A tensor (on any device) or an array as nested Python lists."""
+    return values.tolist() if not hasattr(values, "cpu") else values.detach().cpu().tolist()
 
 
 def region_names(regions: RegionFeatures) -> list[str]:

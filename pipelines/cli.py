@@ -226,6 +226,8 @@ def regions(args: argparse.Namespace) -> int:
         from extract.draw import kept_boxes
         from extract.options import parse_box_range
 
+        from .base import region_dicts
+
         try:
             low, high = parse_box_range(args.num_boxes)
         except ValueError:
@@ -245,7 +247,7 @@ def regions(args: argparse.Namespace) -> int:
     except (CommandError, OSError, ValueError, TypeError, RuntimeError) as error:  # RuntimeError: out of GPU memory
         print(f"{REGIONS_PROG}: error: {error}", file=sys.stderr)
         return 2
-    listed = region_list(found, shown)
+    listed = [{"index": i} | region for i, region in zip(shown, region_dicts(found, shown), strict=True)]
     height, width = found.image_size
     if args.json:
         print(json.dumps({"image": args.image, "height": height, "width": width, "regions": listed}))
@@ -258,27 +260,6 @@ def regions(args: argparse.Namespace) -> int:
             words = [region["attribute"], region["object"], f"{region['object_score']:.2f}"]
             print(f"{region['index']:>{digits}}  [{box}]  {' '.join(word for word in words if word is not None)}")
     return 0
-
-
-def region_list(found, indices: Sequence[int]) -> list[dict]:
-    """The regions `indices` of a RegionFeatures as JSON-ready dicts (attribute and its score: None for a
-    detector without the attribute head)."""
-    boxes = found.boxes.cpu().tolist()
-    object_scores = found.object_scores.cpu().tolist()
-    attribute_names = found.attribute_names
-    attribute_scores = None if found.attribute_scores is None else found.attribute_scores.cpu().tolist()
-    object_names = found.object_names
-    return [
-        {
-            "index": i,
-            "box": boxes[i],
-            "object": object_names[i],
-            "object_score": object_scores[i],
-            "attribute": None if attribute_names is None else attribute_names[i],
-            "attribute_score": None if attribute_scores is None else attribute_scores[i],
-        }
-        for i in indices
-    ]
 
 
 def load_pipeline(

@@ -34,8 +34,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from extract.images import ImageLoadError, ImageTooLargeError, load_image
 from extract.options import num_boxes_spec, parse_box_range
-from extract.store.store import display_names
-from pipelines.base import DownloadError, shown
+from pipelines.base import DownloadError, region_dicts, shown
 from pipelines.explain import check_attention_layer
 
 from .batching import DeviceWorker, QueueFull, Work, WorkerStopped
@@ -408,7 +407,7 @@ async def _answer(service: Service, request: Request, task: str) -> dict:
         "task": task,
         "image": _image_info(visual, work.regions),
         "cached": visual.cached,
-        "regions": _region_list(work.regions),
+        "regions": region_dicts(work.regions),
         "results": results,
         "timings_ms": timings | {"total": round((time.monotonic() - started) * 1000, 3)},
     }
@@ -457,7 +456,7 @@ async def _regions(service: Service, request: Request) -> dict:
         "features": base64.b64encode(buffer.getvalue()).decode("ascii"),
         "boxes": _host(regions.boxes).tolist(),
         "normalized_boxes": _host(regions.normalized_boxes).tolist(),
-        "regions": _region_list(regions),
+        "regions": region_dicts(regions),
     }
 
 
@@ -502,37 +501,6 @@ def _image_info(visual: Visual, regions: Any) -> dict:
     else:  # a FeatureRecord of the store
         height, width = regions.height, regions.width
     return {"sha256": visual.sha256, "width": int(width), "height": int(height)}
-
-
-def _region_list(regions: Any) -> list[dict]:
-    """The contract's regions of RegionFeatures (the detector's names) or a FeatureRecord (the store's ids)."""
-    if hasattr(regions, "object_names"):
-        objects, attributes = regions.object_names, regions.attribute_names
-        attribute_scores = regions.attribute_scores
-    else:
-        objects = display_names("objects", regions.object_ids)
-        attributes = display_names("attributes", regions.attribute_ids)
-        attribute_scores = regions.attribute_scores
-    count = len(objects)
-    attributes = attributes or [None] * count
-    scores = [None] * count if attribute_scores is None else _host(attribute_scores).tolist()
-    return [
-        {
-            "box": box,
-            "object": name,
-            "object_score": object_score,
-            "attribute": attribute,
-            "attribute_score": None if attribute is None else attribute_score,
-        }
-        for box, name, object_score, attribute, attribute_score in zip(
-            _host(regions.boxes).tolist(),
-            objects,
-            _host(regions.object_scores).tolist(),
-            attributes,
-            scores,
-            strict=True,
-        )
-    ]
 
 
 # ---------------------------------------------------------------------------------------------------
