@@ -10,11 +10,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import roi_pool
+from torchvision.ops import roi_pool as torchvision_roi_pool
 
 from ..boxes import boxes_to_rois
 from .backbone import build_res5
 from .config import FEATURE_STRIDE, DetectorConfig
+from .pooling import roi_pool
 
 
 class BoxPredictor(nn.Module):
@@ -66,23 +67,32 @@ class Res5ROIHeads(nn.Module):
     def pooled_features(self, features: torch.Tensor, boxes: list[torch.Tensor]) -> torch.Tensor:
         """features (N, C, H, W); boxes: N tensors (R_i, 4) in input pixels -> (sum R_i, D).
 
-        ROIPool (torchvision: corners rounded to the 1/16 grid, end cell included, max per bin, empty
+        ROIPool (torchvision's: corners rounded to the 1/16 grid, end cell included, max per bin, empty
         bins 0) to pooler_resolution^2, res5, then the mean over the spatial grid, in float32.
-        res5 runs in its weights' dtype; ROIPool always in float32 (torchvision has no bfloat16
-        kernel, and a max of low-precision values is exact in float32 anyway).
+        res5 runs in its weights' dtype. On the CPU the pooling is extract.model.pooling's (the same values
+        as torchvision's single-threaded loop, on every core, in the features' own dtype: a maximum of
+        low-precision values is exact); elsewhere torchvision's kernel, in float32 (it has no bfloat16).
         """
-        rois = boxes_to_rois(boxes)
-        size = (self.pooler_resolution, self.pooler_resolution)
-        features = features.float()
+        rois = boxes_to_rois(boxes).float()
+        size = self.pooler_resolution
         res5_dtype = next(self.res5.parameters(), features).dtype
+        on_cpu = features.device.type == "cpu"
+        if not on_cpu:
+            features = features.float()
         # res5 on 14 x 14 maps is ~90% of the detector's work and its activations are large (300 regions:
         # about 0.5 GB per 2048-channel tensor in float32): at most rois_per_pass regions at a time keeps
         # the peak memory of a batch of images at that of one image.
         pooled = []
         for chunk in rois.split(self.rois_per_pass):
-            x = self.res5(roi_pool(features, chunk.float(), size, self.spatial_scale).to(res5_dtype))
+            if on_cpu:
+                grid = roi_pool(features, chunk, size, self.spatial_scale)
+            else:
+                grid = torchvision_roi_pool(features, chunk, (size, size), self.spatial_scale)
+            x = self.res5(grid.to(res5_dtype))
             pooled.append(x.mean(dim=[2, 3], dtype=torch.float32))
-        return torch.cat(pooled) if pooled else features.new_zeros(0, self.box_predictor.cls_score.in_features)
+        if not pooled:
+            return features.new_zeros(0, self.box_predictor.cls_score.in_features, dtype=torch.float32)
+        return torch.cat(pooled)
 
     def forward(
         self, features: torch.Tensor, boxes: list[torch.Tensor]
