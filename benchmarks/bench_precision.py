@@ -7,11 +7,19 @@ weights (`--full-size`). Measured as tests/extract/test_precision.py measures th
 - same boxes (float32's boxes given to the low-precision model): the features' minimum cosine to float32's,
   max |d| / max |f| per image (the worst image), mean |d| / mean |f|, regions whose class stays the same;
 - own selection: float32 boxes that the low-precision run also finds, at IoU >= 0.5 and >= 0.9;
-- speed: median seconds per image of the extractor (decode to RegionFeatures), and the ratio to float32.
+- speed: median seconds per image of the extractor (decode to RegionFeatures), and the ratio to float32;
+- with --profile: one image's forward under torch.profiler for each dtype, self time per operator side by side
+  (which operators the low precision speeds up, which stay as slow: the ceiling of the whole forward's speed-up).
+  With ONEDNN_VERBOSE=1 in the environment oneDNN also prints the kernel of every convolution: "amx" in its
+  name means the matrix units run it.
+
+--channels-last puts the detector's weights (and so its activations) in channels-last memory format, the
+layout oneDNN's bfloat16 kernels read without reordering.
 
     python benchmarks/bench_precision.py                        # tiny fixture model, CPU
     python benchmarks/bench_precision.py --full-size --images 2 # full size, random weights (minutes on a CPU)
     python benchmarks/bench_precision.py --full-size --device cuda
+    python benchmarks/bench_precision.py --full-size --images 2 --dtypes bfloat16 --profile [--channels-last]
 """
 
 from __future__ import annotations
@@ -19,9 +27,11 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import torch
+from torch.profiler import ProfilerActivity, profile
 from torchvision.ops import box_iou
 
 from extract import DetectorConfig, RegionFeatureExtractor, VGDetector
@@ -63,17 +73,22 @@ def main() -> None:
     parser.add_argument("--dtypes", nargs="+", default=["bfloat16", "float16"], choices=["bfloat16", "float16"])
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--images", type=int, default=len(IMAGES), help="the first N of the eight test images")
+    parser.add_argument("--profile", action="store_true", help="self time per operator, float32 vs each dtype")
+    parser.add_argument("--channels-last", action="store_true", help="the detectors in channels-last memory format")
     args = parser.parse_args()
     del IMAGES[args.images :]
     if args.threads:
         torch.set_num_threads(args.threads)
     dtypes = [getattr(torch, name) for name in args.dtypes]
     models = extractors(args.full_size, args.device, [torch.float32, *dtypes])
+    if args.channels_last:
+        for extractor in models.values():
+            extractor.detector.to(memory_format=torch.channels_last)
     capability = torch.backends.cpu.get_cpu_capability() if args.device == "cpu" else torch.cuda.get_device_name()
     print(
         f"torch {torch.__version__}, {args.device} ({capability}), {torch.get_num_threads()} threads, "
         f"{'full-size VG R101, random weights' if args.full_size else 'tiny fixture detector'}, "
-        f"{len(IMAGES)} real images, caffe rule, 36 boxes"
+        f"{len(IMAGES)} real images, caffe rule, 36 boxes{', channels last' if args.channels_last else ''}"
     )
     with torch.inference_mode():
         timed(models[torch.float32], args.device)  # warm-up
@@ -98,6 +113,47 @@ def main() -> None:
             f"{found['cosine']:.5f} | {found['max']:.4f} | {found['mean']:.4f} | {found['same_class']} / {count} | "
             f"{found['iou50']} / {count} | {found['iou90']} / {count} |"
         )
+    if args.profile:
+        print_profile(models, args.device)
+
+
+def operator_times(extractor: RegionFeatureExtractor, device: str) -> dict[str, float]:
+    """Self time (ms) per operator of one extraction of the first image (after a warm-up call)."""
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    with torch.inference_mode():
+        extractor(IMAGES[:1])
+        with profile(activities=activities) as prof:
+            extractor(IMAGES[:1])
+    times: dict[str, float] = defaultdict(float)
+    for event in prof.key_averages():
+        own = event.self_device_time_total if device == "cuda" else event.self_cpu_time_total
+        times[event.key] += own / 1e3
+    return times
+
+
+def print_profile(models: dict[torch.dtype, RegionFeatureExtractor], device: str, rows: int = 15) -> None:
+    profiles = {dtype: operator_times(extractor, device) for dtype, extractor in models.items()}
+    names = [str(dtype).removeprefix("torch.") for dtype in profiles]
+    totals = {dtype: sum(times.values()) for dtype, times in profiles.items()}
+    reference = profiles[torch.float32]
+    top = sorted(
+        set().union(*(sorted(t, key=t.get, reverse=True)[:rows] for t in profiles.values())),
+        key=lambda k: -reference.get(k, 0.0),
+    )
+    print()
+    print(f"One image, self {'GPU' if device == 'cuda' else 'CPU'} time per operator (ms; share of the forward):")
+    print()
+    print("| operator | " + " | ".join(names) + " | " + " | ".join(f"float32 / {n}" for n in names[1:]) + " |")
+    print("| --- |" + " ---: |" * (2 * len(names) - 1))
+    for key in [*top, "total"]:
+        cells, ratios = [], []
+        for dtype, times in profiles.items():
+            value = totals[dtype] if key == "total" else times.get(key, 0.0)
+            cells.append(f"{value:.1f} ({value / totals[dtype]:.0%})")
+            if dtype != torch.float32:
+                base = totals[torch.float32] if key == "total" else reference.get(key, 0.0)
+                ratios.append(f"{base / value:.2f}" if value else "-")
+        print(f"| {key} | " + " | ".join(cells) + " | " + " | ".join(ratios) + " |")
 
 
 def compare(reference: list, own: list, given: list) -> dict:
