@@ -135,6 +135,14 @@ def decode_line(line: bytes, where: str = "TSV line") -> FeatureRecord:
             raise TSVFormatError(
                 f"{where}: field {field} holds {len(values)} values, which does not fit num_boxes {count}"
             )
+    for field, values in arrays.items():
+        if values.dtype.kind == "f" and not np.isfinite(values).all():
+            per_box = len(values) // count
+            first = int(np.flatnonzero(~np.isfinite(values))[0])
+            raise TSVFormatError(
+                f"{where}: field {field} holds {values[first]} (box {first // per_box}): features, boxes and "
+                "scores must be finite numbers"
+            )
     return FeatureRecord(
         image_id,
         height,

@@ -71,6 +71,29 @@ def test_float16_overflow_is_named_and_the_lines_before_it_stay(tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("field", "row", "column", "value", "message"),
+    [
+        ("features", 1, 4, float("nan"), r"field features holds nan \(box 1\)"),
+        ("features", 2, 0, float("-inf"), r"field features holds -inf \(box 2\)"),
+        ("boxes", 0, 3, float("inf"), r"field boxes holds inf \(box 0\)"),
+        ("object_scores", 2, None, float("nan"), r"field objects_conf holds nan \(box 2\)"),
+    ],
+)
+def test_non_finite_values_are_refused_by_field_and_box(tmp_path, field, row, column, value, message):
+    # A NaN feature would reach LXMERT's attention and turn every answer of the batch into NaN.
+    lines = good_lines()
+    record = tiny_record("img2", seed=2)
+    values = getattr(record, field)
+    values[row if column is None else (row, column)] = value
+    (tmp_path / "nan.tsv").write_bytes(b"".join([*lines[:2], encode_line(record)]))
+    with pytest.raises(TSVFormatError, match=r"nan\.tsv, line 3 \(image 'img2'\): " + message):
+        import_tsv(tmp_path / "nan.tsv", tmp_path / "store.h5", feature_dtype="float32")
+    assert stored_ids(tmp_path / "store.h5") == ["img0", "img1"]
+    with pytest.raises(TSVFormatError, match=message):
+        list(read_tsv(tmp_path / "nan.tsv"))
+
+
+@pytest.mark.parametrize(
     ("first_line", "message"),
     [
         (replace_field(good_lines()[0], 9, b""), r"line 1 \(image 'img0'\): field features is empty"),
