@@ -34,11 +34,12 @@ from PIL import Image
 from .checkpoints.pretrained import load_detector, save_pretrained
 from .devices import resolve_device
 from .draw import draw_regions
-from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageInput, ImageLoadError, check_max_image_pixels, load_image
+from .image_errors import ImageLoadError
+from .images import ImageInput, check_max_image_pixels, load_image
 from .labels import class_names
 from .model.config import DetectorConfig
 from .model.detector import VGDetector
-from .options import RESIZES, check_rule, parse_num_boxes
+from .options import DEFAULT_MAX_IMAGE_PIXELS, RESIZES, check_rule, parse_num_boxes
 from .preprocessing import output_size, preprocess
 from .selection import Regions
 

@@ -26,7 +26,6 @@ rather than guessed at; other integer dtypes are refused too (cast to uint8 if t
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
 import os
 import re
@@ -39,8 +38,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-# Pillow's shipped Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3, about 89.5 megapixels).
-DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+from .image_errors import ImageLoadError, ImageTooLargeError, os_error_reason
+from .options import DEFAULT_MAX_IMAGE_PIXELS
 
 ImageInput = str | os.PathLike | bytes | bytearray | memoryview | Image.Image | np.ndarray | torch.Tensor
 
@@ -49,24 +48,6 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
 # Raising the pixel limit means changing Pillow's module-level MAX_IMAGE_PIXELS for the duration
 # of one decode; the lock keeps two of our own calls from restoring each other's value.
 _PILLOW_LIMIT_LOCK = threading.Lock()
-
-
-class ImageLoadError(ValueError):
-    """An input that cannot be turned into an image; names the input and the reason."""
-
-    def __init__(self, source: str, reason: str):
-        super().__init__(f"cannot load image {source}: {reason}")
-        self.source = source
-        self.reason = reason
-
-    def __reduce__(self):
-        # Keep it picklable across worker processes despite the two-argument constructor.
-        return (type(self), (self.source, self.reason))
-
-
-class ImageTooLargeError(ImageLoadError):
-    """An image with more pixels than max_image_pixels allows (the decompression-bomb guard): a valid image,
-    refused for its size (a server answers 413 to it, and 415 to other ImageLoadErrors)."""
 
 
 def load_image(
@@ -156,20 +137,6 @@ def check_max_image_pixels(max_image_pixels: int | None) -> int | None:
     ):
         raise ValueError(f"max_image_pixels={max_image_pixels!r}: expected None (no limit) or an integer >= 1")
     return max_image_pixels
-
-
-def os_error_reason(error: OSError | ValueError, path: str | os.PathLike) -> str:
-    """The OS error behind an unreadable path, in words (never a bare "not found" for a link loop); the one
-    wording of extract's messages about images, config files and job inputs."""
-    if not isinstance(error, OSError):
-        return f"invalid path ({error})"
-    if error.errno == errno.ENOENT:
-        return "file not found (a symlink to a missing file)" if os.path.islink(path) else "file not found"
-    if error.errno == errno.ELOOP:
-        return "symlink loop (too many levels of symbolic links)"
-    if error.errno == errno.EISDIR:
-        return "this is a directory, not an image file"
-    return error.strerror or str(error)  # "Permission denied", "Not a directory", "File name too long", ...
 
 
 def _decode(fp: IO[bytes], source: str, max_image_pixels: int | None) -> np.ndarray:

@@ -5,12 +5,18 @@ so the command line builds its `--help` and `choices` from it without loading th
 
 from __future__ import annotations
 
+import argparse
 import numbers
 import re
+from collections.abc import Callable
 from typing import Any
 
 # The released VG detector (transformers port checkpoint) on the Hugging Face hub.
 DEFAULT_DETECTOR = "unc-nlp/frcnn-vg-finetuned"
+
+# Pillow's shipped Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3, about 89.5 megapixels): the default
+# decompression-bomb limit of load_image, the extractor and the command lines.
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
 
 # Box selection rules (extract.selection): bottom-up-attention's Caffe rule, the reference script's
 # max-over-NMS-thresholds rule, detectron2's own test-time rule.
@@ -63,3 +69,20 @@ def parse_box_range(text: str) -> tuple[int, int]:
 def num_boxes_spec(low: int, high: int) -> str:
     """The text form of a box count or range (what `parse_box_range` reads): "36" or "10-100"."""
     return str(low) if low == high else f"{low}-{high}"
+
+
+def integer_at_least(least: int) -> Callable[[str], int]:
+    """An argparse type for every command line of the project: an integer >= least (argparse's message then
+    names the flag: "argument --batch-size: expected an integer >= 1, got 0")."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {least}"
+    return parse

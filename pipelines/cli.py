@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from extract.options import integer_at_least
 from tasks.cli import add_evaluate_parser, add_train_parser, run_evaluate, run_train
 
 PROG = "lxmert ask"
@@ -75,7 +76,7 @@ def build_parser(extra_commands: Sequence[Callable[[Any], Any]] = ()) -> argpars
     )
     ask.add_argument("image", help="image file (JPEG, PNG, ...) or, with --allow-network, an http(s) URL")
     ask.add_argument("question", help="the question, in quotes")
-    ask.add_argument("--top-k", type=_positive_int, default=5, help="number of answers to print (default 5)")
+    ask.add_argument("--top-k", type=integer_at_least(1), default=5, help="number of answers to print (default 5)")
     ask.add_argument("--task", choices=["vqa", "gqa"], default="vqa", help="answer head (default vqa)")
     ask.add_argument("--model", help="LXMERT checkpoint: hub id or local folder (default: the task's)")
     ask.add_argument(
@@ -124,7 +125,7 @@ def add_regions_parser(commands) -> None:
     )
     regions.add_argument(
         "--top",
-        type=_positive_int,
+        type=integer_at_least(1),
         metavar="N",
         help=f"only the N best-scoring regions (default: all; with --draw: {DRAWN_BOXES})",
     )
@@ -353,16 +354,6 @@ def _attention_layer(text: str) -> int | str:
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a layer number, mean or rollout, got {text!r}") from None
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {value}")
-    return value
 
 
 def _score(text: str) -> float:

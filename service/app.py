@@ -32,7 +32,8 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from extract.images import ImageLoadError, ImageTooLargeError, load_image
+from extract.image_errors import ImageLoadError, ImageTooLargeError
+from extract.images import load_image
 from extract.options import num_boxes_spec, parse_box_range
 from pipelines.base import DownloadError, region_dicts, shown
 from pipelines.explain import check_attention_layer

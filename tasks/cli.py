@@ -13,6 +13,8 @@ import os
 import sys
 from collections.abc import Sequence
 
+from extract.options import integer_at_least
+
 from .config import DEFAULT_INIT, DEFAULT_LR, OPTIMIZERS, TASKS, TrainConfig
 
 TRAIN_EXAMPLES = """\
@@ -72,24 +74,32 @@ def add_train_parser(commands) -> argparse.ArgumentParser:
     data.add_argument("--output", required=True, metavar="DIR", help="the run's folder")
     data.add_argument("--strict", action="store_true", help="records whose images are missing are an error")
     recipe = parser.add_argument_group("recipe")
-    recipe.add_argument("--epochs", type=_count(1), default=defaults.epochs)
-    recipe.add_argument("--batch-size", type=_count(1), default=defaults.batch_size, help="per optimizer step")
-    recipe.add_argument("--grad-accum", type=_count(1), default=defaults.grad_accum, help="batches per step")
+    recipe.add_argument("--epochs", type=integer_at_least(1), default=defaults.epochs)
+    recipe.add_argument(
+        "--batch-size", type=integer_at_least(1), default=defaults.batch_size, help="per optimizer step"
+    )
+    recipe.add_argument("--grad-accum", type=integer_at_least(1), default=defaults.grad_accum, help="batches per step")
     lrs = ", ".join(f"{task} {lr:g}" for task, lr in DEFAULT_LR.items())
     recipe.add_argument("--lr", type=float, help=f"peak learning rate (default: {lrs})")
     recipe.add_argument("--optimizer", choices=OPTIMIZERS, default=defaults.optimizer)
     recipe.add_argument("--weight-decay", type=float, default=defaults.weight_decay)
     recipe.add_argument("--warmup", type=float, default=defaults.warmup, help="share of the steps (default 0.1)")
     recipe.add_argument("--max-grad-norm", type=float, default=defaults.max_grad_norm)
-    recipe.add_argument("--max-length", type=_count(3), default=defaults.max_length, help="tokens per text")
+    recipe.add_argument("--max-length", type=integer_at_least(3), default=defaults.max_length, help="tokens per text")
     recipe.add_argument("--seed", type=int, default=defaults.seed)
     run = parser.add_argument_group("the run")
     run.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     run.add_argument("--bf16", action=argparse.BooleanOptionalAction, help="bfloat16 autocast (default: on GPUs)")
     run.add_argument("--compile", action="store_true", help="torch.compile the model")
-    run.add_argument("--num-workers", type=_count(0), default=defaults.num_workers, help="feature-reading processes")
-    run.add_argument("--save-steps", type=_count(0), default=0, help="a training state every N steps (0: per epoch)")
-    run.add_argument("--log-steps", type=_count(1), default=defaults.log_steps, help="a metrics line every N steps")
+    run.add_argument(
+        "--num-workers", type=integer_at_least(0), default=defaults.num_workers, help="feature-reading processes"
+    )
+    run.add_argument(
+        "--save-steps", type=integer_at_least(0), default=0, help="a training state every N steps (0: per epoch)"
+    )
+    run.add_argument(
+        "--log-steps", type=integer_at_least(1), default=defaults.log_steps, help="a metrics line every N steps"
+    )
     run.add_argument("--resume", action="store_true", help="continue the run in --output")
     run.add_argument("--overwrite", action="store_true", help="replace the run in --output")
     run.add_argument("--no-progress", dest="progress", action="store_false", default=None, help="no progress bar")
@@ -111,7 +121,7 @@ def add_evaluate_parser(commands) -> argparse.ArgumentParser:
     parser.add_argument("--features", nargs="+", required=True, metavar="STORE", help="feature stores of the images")
     parser.add_argument("--predictions", metavar="FILE", help="write the predictions in the submission format")
     parser.add_argument("--device", help="cpu, cuda, ... (default: cuda when available)")
-    parser.add_argument("--batch-size", type=_count(1), default=256)
+    parser.add_argument("--batch-size", type=integer_at_least(1), default=256)
     parser.add_argument("--json", action="store_true", help="print the scores as JSON")
     return parser
 
@@ -175,16 +185,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"lxmert {args.command}: interrupted (continue with --resume)", file=sys.stderr)
         return 130
-
-
-def _count(least: int):
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"expected a number >= {least}, got {value}")
-        return value
-
-    return parse

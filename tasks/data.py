@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from extract.images import os_error_reason
+from extract.image_errors import os_error_reason
 
 from .answers import normalize_answer, soft_score
 from .config import TASKS

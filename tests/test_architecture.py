@@ -202,6 +202,7 @@ def test_no_upward_imports_between_packages():
 EXTRACT_LAYERS = {
     "extract.options": 0,
     "extract.devices": 0,
+    "extract.image_errors": 0,
     "extract.images": 0,
     "extract.preprocessing": 0,
     "extract.boxes": 0,

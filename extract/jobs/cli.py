@@ -20,8 +20,15 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..images import DEFAULT_MAX_IMAGE_PIXELS
-from ..options import COMPUTE_DTYPES, DEFAULT_DETECTOR, FEATURE_DTYPES, RULES, parse_box_range
+from ..options import (
+    COMPUTE_DTYPES,
+    DEFAULT_DETECTOR,
+    DEFAULT_MAX_IMAGE_PIXELS,
+    FEATURE_DTYPES,
+    RULES,
+    integer_at_least,
+    parse_box_range,
+)
 from .inputs import ID_FROM, IMAGE_EXTENSIONS, InputError, load_dataset_split
 from .preview import PREVIEW_COUNT
 
@@ -110,9 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run = parser.add_argument_group("the job")
     run.add_argument(
-        "--batch-size", type=_count(1), default=8, help="images per detector call and per commit (default: 8)"
+        "--batch-size", type=integer_at_least(1), default=8, help="images per detector call and per commit (default: 8)"
     )
-    run.add_argument("--num-workers", type=_count(0), default=2, help="processes decoding images (default: 2; 0: none)")
+    run.add_argument(
+        "--num-workers", type=integer_at_least(0), default=2, help="processes decoding images (default: 2; 0: none)"
+    )
     run.add_argument(
         "--feature-dtype",
         choices=FEATURE_DTYPES,
@@ -127,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--shard", metavar="I/N", help="extract shard I of N (0 <= I < N) into STORE's shard file")
     run.add_argument(
         "--max-image-pixels",
-        type=_count(0),
+        type=integer_at_least(0),
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metavar="N",
         help="refuse images of more pixels, before decoding (decompression bombs; default: "
@@ -143,28 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--preview-count",
-        type=_count(1),
+        type=integer_at_least(1),
         metavar="N",
         help=f"with --preview: how many images to preview (default: {PREVIEW_COUNT}; per process under torchrun)",
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress bar")
     return parser
-
-
-def _count(least: int):
-    """An argparse type: an integer >= least (argparse's message then names the flag)."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-        if value < least:
-            raise argparse.ArgumentTypeError(f"expected an integer >= {least}, got {value}")
-        return value
-
-    parse.__name__ = f"integer >= {least}"
-    return parse
 
 
 def build_subcommand_parser(command: str) -> argparse.ArgumentParser:

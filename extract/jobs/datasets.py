@@ -15,10 +15,8 @@ import os
 from typing import Any
 
 from ..extractor import RegionFeatureExtractor
-from ..images import (
-    ImageLoadError,
-    load_image,
-)
+from ..image_errors import ImageLoadError
+from ..images import load_image
 from ..options import (
     parse_num_boxes,
 )

@@ -12,15 +12,14 @@ import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..images import (
-    ImageInput,
-    ImageLoadError,
-    os_error_reason,
-)
+from ..image_errors import ImageLoadError, os_error_reason
+
+if TYPE_CHECKING:
+    from ..images import ImageInput
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 LIST_SUFFIX = ".txt"

@@ -16,12 +16,9 @@ import torch
 
 from ..devices import resolve_device, torch_dtype
 from ..extractor import RegionFeatureExtractor, RegionFeatures
-from ..images import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    ImageLoadError,
-    load_image,
-)
-from ..options import check_rule, num_boxes_spec, parse_box_range, parse_num_boxes
+from ..image_errors import ImageLoadError
+from ..images import load_image
+from ..options import DEFAULT_MAX_IMAGE_PIXELS, check_rule, num_boxes_spec, parse_box_range, parse_num_boxes
 from ..preprocessing import output_size
 from ..store.errors import StoreError
 from ..store.store import FeatureStore, StoreMetadata

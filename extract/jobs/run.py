@@ -33,11 +33,8 @@ from tqdm import tqdm
 from ..checkpoints.pretrained import locate_checkpoint
 from ..devices import resolve_device, torch_dtype
 from ..extractor import SHOWN_BOXES, RegionFeatureExtractor, RegionFeatures
-from ..images import (
-    DEFAULT_MAX_IMAGE_PIXELS,
-    check_max_image_pixels,
-)
-from ..options import DEFAULT_DETECTOR, FEATURE_DTYPES, check_rule, parse_box_range
+from ..images import check_max_image_pixels
+from ..options import DEFAULT_DETECTOR, DEFAULT_MAX_IMAGE_PIXELS, FEATURE_DTYPES, check_rule, parse_box_range
 from ..store.lock import output_lock
 from ..store.store import FeatureStore, StoreMetadata, StoreWriter
 from .distributed import (

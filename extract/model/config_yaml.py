@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..images import os_error_reason
+from ..image_errors import os_error_reason
 
 # What a config YAML may hold. A detectron2 config is a few KB: a few hundred values, nested four or five
 # deep, two or three files in its _BASE_ chain. The limits are far above that and far below what hurts.

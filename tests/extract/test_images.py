@@ -16,7 +16,9 @@ import torch
 from helpers import FIXTURES
 from PIL import Image
 
-from extract.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, load_image
+from extract.image_errors import ImageLoadError
+from extract.images import load_image
+from extract.options import DEFAULT_MAX_IMAGE_PIXELS
 
 DETECTRON2 = FIXTURES / "detectron2-vg-tiny"
 IMAGES = FIXTURES / "images"

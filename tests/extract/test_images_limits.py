@@ -14,7 +14,9 @@ import numpy as np
 import pytest
 from PIL import Image, PngImagePlugin
 
-from extract.images import DEFAULT_MAX_IMAGE_PIXELS, ImageLoadError, ImageTooLargeError, load_image
+from extract.image_errors import ImageLoadError, ImageTooLargeError
+from extract.images import load_image
+from extract.options import DEFAULT_MAX_IMAGE_PIXELS
 
 PILLOW_DEFAULT = 1024 * 1024 * 1024 // 4 // 3  # Image.MAX_IMAGE_PIXELS as Pillow ships it
 

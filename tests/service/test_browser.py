@@ -12,14 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
-from helpers import IMAGES, free_port
+from helpers import IMAGES, free_port, http_status, wait_until
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
@@ -55,19 +54,7 @@ def server(vqa_dir, detector_dir, tmp_path_factory):
         process = subprocess.Popen(command, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"lxmert serve exited with {process.returncode}:\n{log_path.read_text()}")
-            try:
-                with urllib.request.urlopen(f"{url}/readyz", timeout=5) as response:
-                    if response.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError, TimeoutError):
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"lxmert serve not ready after {READY_TIMEOUT_S} s:\n{log_path.read_text()}")
-            time.sleep(0.2)
+        wait_until(lambda: http_status(f"{url}/readyz") == 200, process, log_path, READY_TIMEOUT_S)
         yield url
     finally:
         process.terminate()

@@ -9,19 +9,30 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port
+from helpers import free_port, http_status, wait_until
 
 from pipelines.cli import build_parser
 from service.cli import add_serve_parser, config_from_args, main
 
 ROOT = Path(__file__).resolve().parents[2]
-HEAVY = ("torch", "numpy", "PIL", "huggingface_hub", "lxmert", "extract", "fastapi", "starlette", "uvicorn", "pydantic")
+# extract.options (argument parsers, no torch) is the one module of the packages a --help may load.
+HEAVY = (
+    "torch",
+    "numpy",
+    "PIL",
+    "huggingface_hub",
+    "lxmert",
+    "extract.images",
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "pydantic",
+)
 
 
 def run(args: list[str]) -> subprocess.CompletedProcess:
@@ -128,21 +139,6 @@ def test_the_written_constants_are_the_packages():
 WAIT_MS = 4000  # the in-flight request's detector pass waits this long for company: the window of the test
 
 
-def poll(condition, process: subprocess.Popen, log: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert process.poll() is None, f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
-        assert time.monotonic() < deadline, f"not reached in {timeout} s:\n{log.read_text()[-3000:]}"
-        time.sleep(0.05)
-
-
-def status(url: str) -> int | None:
-    try:
-        return httpx.get(url, timeout=5).status_code
-    except httpx.TransportError:  # not listening yet
-        return None
-
-
 def test_a_live_server_answers_then_drains_on_sigterm(vqa_dir, detector_dir, tmp_path):
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -154,7 +150,7 @@ def test_a_live_server_answers_then_drains_on_sigterm(vqa_dir, detector_dir, tmp
     with open(log, "w") as output:
         server = subprocess.Popen([sys.executable, *command], cwd=ROOT, stdout=output, stderr=subprocess.STDOUT)
     try:
-        poll(lambda: status(f"{base}/readyz") == 200, server, log, timeout=180)
+        wait_until(lambda: http_status(f"{base}/readyz") == 200, server, log, timeout=180)
         image = (ROOT / "tests" / "fixtures" / "images" / "000456.jpg").read_bytes()
         questions = ["what is it?", "is it red?", "how many?", "where?"]
         with ThreadPoolExecutor(1) as pool:
@@ -165,11 +161,11 @@ def test_a_live_server_answers_then_drains_on_sigterm(vqa_dir, detector_dir, tmp
                 data={"question": questions},
                 timeout=120,
             )
-            poll(
+            wait_until(
                 lambda: 'lxmert_queue_depth{stage="detector"} 1.0' in httpx.get(f"{base}/metrics").text, server, log, 60
             )
             server.send_signal(signal.SIGTERM)
-            poll(lambda: status(f"{base}/readyz") == 503, server, log, timeout=30)
+            wait_until(lambda: http_status(f"{base}/readyz") == 503, server, log, timeout=30)
             refused = httpx.post(f"{base}/v1/vqa", json={"image_id": "x", "question": "what?"}, timeout=30)
             assert not in_flight.done(), "the request in flight finished before the test could check the drain"
             answered = in_flight.result()

@@ -11,6 +11,10 @@ import dataclasses
 import json
 import math
 import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
 import zlib
 from pathlib import Path
 
@@ -285,3 +289,24 @@ def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
+
+
+def http_status(url: str) -> int | None:
+    """The status of a GET of url (error statuses included); None while nothing answers there."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status
+    except urllib.error.HTTPError as error:
+        return error.code
+    except (urllib.error.URLError, ConnectionError, TimeoutError):  # not listening yet
+        return None
+
+
+def wait_until(condition, process: subprocess.Popen, log: Path, timeout: float) -> None:
+    """Poll condition() until it holds; fail, with the end of the child's log, if the child exits first or
+    timeout seconds pass (a live server a test started: readiness, draining)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert process.poll() is None, f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"not reached in {timeout} s:\n{log.read_text()[-3000:]}"
+        time.sleep(0.05)

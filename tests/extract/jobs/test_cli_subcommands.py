@@ -399,3 +399,21 @@ def test_overwrite_is_refused_while_another_process_writes_the_output(tmp_path, 
             child.wait()
     assert stored_ids(tmp_path / "busy.h5") == ["first", "second"]
     assert listing(tmp_path) == ["busy.h5", "data.tsv", "shard.h5", "writer_child.py"]  # no side or lock file
+
+
+@pytest.mark.parametrize("command", [[], ["merge"], ["tsv-import"], ["tsv-export"], ["verify"]], ids=str)
+def test_help_loads_neither_torch_nor_pillow_nor_h5py(command):
+    # `lxmert-extract --help` took about 3 s when the command line imported extract.images (and torch with it).
+    script = (
+        "import sys\n"
+        "from extract.jobs.cli import main\n"
+        "try:\n"
+        f"    main({[*command, '--help']!r})\n"
+        "except SystemExit as exit:\n"
+        "    print('exit', exit.code)\n"
+        "print(sorted(m for m in ('torch', 'PIL', 'h5py', 'extract.images') if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-2:] == ["exit 0", "[]"]
+    assert "lxmert-extract" in result.stdout

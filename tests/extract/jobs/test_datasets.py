@@ -19,7 +19,7 @@ datasets = pytest.importorskip("datasets")
 from helpers import FIXTURES  # noqa: E402
 
 from extract.extractor import RegionFeatureExtractor  # noqa: E402
-from extract.images import ImageLoadError  # noqa: E402
+from extract.image_errors import ImageLoadError  # noqa: E402
 from extract.jobs.cli import EXIT_ERROR, EXIT_IMAGES_FAILED, main  # noqa: E402
 from extract.jobs.datasets import add_region_features  # noqa: E402
 from extract.jobs.inputs import InputError, load_dataset_split  # noqa: E402
