@@ -5,7 +5,8 @@ fixture model, on the CPU. Measured there (288 regions; the bounds below leave r
 
 - same boxes (the float32 boxes given to the low-precision model): features' minimum cosine, largest
   |d| / largest |f| per image, mean |d| / mean |f|; regions whose class stays the same;
-- own selection: float32 boxes with a low-precision box at IoU >= 0.5 (>= 0.9).
+- own selection: float32 boxes with a low-precision box at IoU >= 0.5 (>= 0.9); the test runs bfloat16's on four
+  of the images (92 / 144 at IoU >= 0.5 there).
 
 | compute dtype | min cosine | max ratio | mean ratio | same class | IoU >= 0.5 | IoU >= 0.9 |
 | --- | --- | --- | --- | --- | --- | --- |
@@ -32,7 +33,10 @@ BOUNDS = {
     torch.bfloat16: (0.99, 0.15, 0.05, 0.9),
     torch.float16: (0.9995, 0.03, 0.01, 1.0),
 }
-BF16_MATCHED_SHARE = 0.55  # float32 boxes with a bfloat16 box at IoU >= 0.5; measured 195 / 288 = 0.68
+# The bfloat16 selection runs the network on all 300 proposals of each image, about 10 s per image in PyTorch's
+# bfloat16 fallback on an AVX2 CPU: four of the eight images (three landscape 600 x 800, the portrait one).
+SELECTION_IMAGES = ("000456", "001150", "COCO_train2014_000000131486", "COCO_train2014_000000132417")
+BF16_MATCHED_SHARE = 0.55  # float32 boxes with a bfloat16 box at IoU >= 0.5; measured 92 / 144 = 0.64 on those
 
 
 @pytest.fixture(scope="module")
@@ -58,10 +62,13 @@ def test_features_of_the_same_boxes(dtype, extractors, real_images, real_image_r
 
 
 def test_bfloat16_selects_mostly_the_same_boxes(extractors, real_images, real_image_regions):
-    low = extractors[torch.bfloat16](real_images)
-    assert [len(regions) for regions in low] == [36] * len(real_images)
+    chosen = [i for i, path in enumerate(real_images) if path.stem in SELECTION_IMAGES]
+    assert len(chosen) == len(SELECTION_IMAGES)
+    low = extractors[torch.bfloat16]([real_images[i] for i in chosen])
+    assert [len(regions) for regions in low] == [36] * len(chosen)
+    references = [real_image_regions[i] for i in chosen]
     best_iou = torch.cat(
-        [box_iou(ref.boxes, ours.boxes).max(dim=1).values for ref, ours in zip(real_image_regions, low, strict=True)]
+        [box_iou(ref.boxes, ours.boxes).max(dim=1).values for ref, ours in zip(references, low, strict=True)]
     )
     assert (best_iou >= 0.5).float().mean() >= BF16_MATCHED_SHARE
     assert all(regions.features.dtype == torch.float32 for regions in low)
