@@ -82,11 +82,16 @@ def _floor_log2(lengths: torch.Tensor) -> torch.Tensor:
 
 def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float) -> torch.Tensor:
     """features (N, C, H, W), rois (R, 5) (image index, x1, y1, x2, y2) -> (R, C, output_size, output_size),
-    contiguous, in the features' dtype: torchvision.ops.roi_pool's values (module docstring), on torch's threads."""
+    contiguous, in the features' dtype: torchvision.ops.roi_pool's values (module docstring), on torch's threads.
+    Inference only: features that need a gradient are refused (torchvision's kernel has the backward pass)."""
     if features.dim() != 4:
         raise ValueError(f"roi_pool: features must be (N, C, H, W), got shape {tuple(features.shape)}")
     if rois.dim() != 2 or rois.shape[1] != 5:
         raise ValueError(f"roi_pool: rois must be (R, 5) rows (image, x1, y1, x2, y2), got {tuple(rois.shape)}")
+    if torch.is_grad_enabled() and features.requires_grad:
+        raise ValueError(
+            "roi_pool here computes values only (no gradient): use torchvision.ops.roi_pool where a gradient must flow"
+        )
     num_images, channels, height, width = features.shape
     bins = output_size * output_size
     if rois.shape[0] == 0 or channels == 0 or bins == 0 or height == 0 or width == 0:

@@ -71,20 +71,22 @@ class Res5ROIHeads(nn.Module):
         bins 0) to pooler_resolution^2, res5, then the mean over the spatial grid, in float32.
         res5 runs in its weights' dtype. On the CPU the pooling is extract.model.pooling's (the same values
         as torchvision's single-threaded loop, on every core, in the features' own dtype: a maximum of
-        low-precision values is exact); elsewhere torchvision's kernel, in float32 (it has no bfloat16).
+        low-precision values is exact); elsewhere, or when a gradient must flow, torchvision's kernel, in float32
+        (it has no bfloat16).
         """
         rois = boxes_to_rois(boxes).float()
         size = self.pooler_resolution
         res5_dtype = next(self.res5.parameters(), features).dtype
-        on_cpu = features.device.type == "cpu"
-        if not on_cpu:
+        # extract.model.pooling on the CPU when no gradient is asked for (it has no backward pass)
+        ours = features.device.type == "cpu" and not (torch.is_grad_enabled() and features.requires_grad)
+        if not ours:
             features = features.float()
         # res5 on 14 x 14 maps is ~90% of the detector's work and its activations are large (300 regions:
         # about 0.5 GB per 2048-channel tensor in float32): at most rois_per_pass regions at a time keeps
         # the peak memory of a batch of images at that of one image.
         pooled = []
         for chunk in rois.split(self.rois_per_pass):
-            if on_cpu:
+            if ours:
                 grid = roi_pool(features, chunk, size, self.spatial_scale)
             else:
                 grid = torchvision_roi_pool(features, chunk, (size, size), self.spatial_scale)

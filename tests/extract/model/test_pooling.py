@@ -145,3 +145,22 @@ def test_roi_head_pools_low_precision_features_without_float32():
     rois = torch.cat([torch.zeros(2, 1), boxes[0]], dim=1)
     assert seen[0].dtype == torch.bfloat16
     assert torch.equal(seen[0], reference(features, rois, 7, 1 / 16))
+
+
+def test_a_gradient_goes_through_torchvision():
+    # Ours has no backward pass and says so; the ROI head then pools with torchvision's kernel, whose gradient
+    # goes to each bin's first maximum.
+    features = torch.rand(1, 2, 6, 6, requires_grad=True)
+    rois = torch.tensor([[0.0, 0.0, 0.0, 80.0, 80.0]])
+    with pytest.raises(ValueError, match=r"no gradient\): use torchvision.ops.roi_pool"):
+        roi_pool(features, rois, 2, 1 / 16)
+    with torch.no_grad():
+        assert torch.equal(roi_pool(features, rois, 2, 1 / 16), reference(features, rois, 2, 1 / 16))
+    config = DetectorConfig(
+        resnet_depth=50, stem_out_channels=16, res2_out_channels=32, width_per_group=8, num_classes=5, num_attributes=3
+    )
+    heads = Res5ROIHeads(dataclasses.replace(config, pooler_resolution=2))
+    heads.res5 = nn.Identity()
+    pooled = heads.pooled_features(features, [rois[:, 1:]])
+    pooled.sum().backward()
+    assert features.grad is not None and features.grad.sum() == 2 * 4 / 4  # 2 channels x 4 bins, mean of 4
