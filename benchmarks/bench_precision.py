@@ -13,8 +13,9 @@ weights (`--full-size`). Measured as tests/extract/test_precision.py measures th
   With ONEDNN_VERBOSE=1 in the environment oneDNN also prints the kernel of every convolution: "amx" in its
   name means the matrix units run it.
 
---channels-last puts the detector's weights (and so its activations) in channels-last memory format, the
-layout oneDNN's bfloat16 kernels read without reordering.
+Low precision runs channels-last (VGDetector.set_compute_dtype); --compare-layouts adds, for each low precision,
+a row with its weights put back in the default layout (how it ran before 2026-12-03), timed in the same process.
+--channels-last puts float32's weights (and so its activations) in channels-last memory format too.
 
     python benchmarks/bench_precision.py                        # tiny fixture model, CPU
     python benchmarks/bench_precision.py --full-size --images 2 # full size, random weights (minutes on a CPU)
@@ -74,7 +75,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--images", type=int, default=len(IMAGES), help="the first N of the eight test images")
     parser.add_argument("--profile", action="store_true", help="self time per operator, float32 vs each dtype")
-    parser.add_argument("--channels-last", action="store_true", help="the detectors in channels-last memory format")
+    parser.add_argument("--channels-last", action="store_true", help="float32 in channels-last memory format too")
+    parser.add_argument(
+        "--compare-layouts", action="store_true", help="each low precision also in the default layout (slower)"
+    )
     args = parser.parse_args()
     del IMAGES[args.images :]
     if args.threads:
@@ -82,13 +86,18 @@ def main() -> None:
     dtypes = [getattr(torch, name) for name in args.dtypes]
     models = extractors(args.full_size, args.device, [torch.float32, *dtypes])
     if args.channels_last:
-        for extractor in models.values():
-            extractor.detector.to(memory_format=torch.channels_last)
+        models[torch.float32].detector.to(memory_format=torch.channels_last)
+    default_layout = {}
+    if args.compare_layouts:
+        for dtype, extractor in extractors(args.full_size, args.device, dtypes).items():
+            extractor.detector.to(memory_format=torch.contiguous_format)
+            extractor.detector.roi_heads.channels_last = False
+            default_layout[dtype] = extractor
     capability = torch.backends.cpu.get_cpu_capability() if args.device == "cpu" else torch.cuda.get_device_name()
     print(
         f"torch {torch.__version__}, {args.device} ({capability}), {torch.get_num_threads()} threads, "
         f"{'full-size VG R101, random weights' if args.full_size else 'tiny fixture detector'}, "
-        f"{len(IMAGES)} real images, caffe rule, 36 boxes{', channels last' if args.channels_last else ''}"
+        f"{len(IMAGES)} real images, caffe rule, 36 boxes{', float32 channels-last' if args.channels_last else ''}"
     )
     with torch.inference_mode():
         timed(models[torch.float32], args.device)  # warm-up
@@ -98,7 +107,13 @@ def main() -> None:
             timed(models[dtype], args.device)  # warm-up
             own, seconds = timed(models[dtype], args.device)
             given = models[dtype](IMAGES, given_boxes=[regions.boxes for regions in reference])
-            rows.append((dtype, seconds, compare(reference, own, given)))
+            rows.append((str(dtype).removeprefix("torch."), seconds, compare(reference, own, given)))
+            if dtype in default_layout:
+                timed(default_layout[dtype], args.device)  # warm-up
+                own, seconds = timed(default_layout[dtype], args.device)
+                given = default_layout[dtype](IMAGES, given_boxes=[regions.boxes for regions in reference])
+                name = f"{str(dtype).removeprefix('torch.')}, default layout"
+                rows.append((name, seconds, compare(reference, own, given)))
     count = sum(len(regions) for regions in reference)
     print()
     print(
@@ -107,9 +122,9 @@ def main() -> None:
     )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     print(f"| float32 | {reference_seconds:.3f} | 1.00 | 1 | 0 | 0 | {count} / {count} | {count} / {count} | - |")
-    for dtype, seconds, found in rows:
+    for name, seconds, found in rows:
         print(
-            f"| {str(dtype).removeprefix('torch.')} | {seconds:.3f} | {reference_seconds / seconds:.2f} | "
+            f"| {name} | {seconds:.3f} | {reference_seconds / seconds:.2f} | "
             f"{found['cosine']:.5f} | {found['max']:.4f} | {found['mean']:.4f} | {found['same_class']} / {count} | "
             f"{found['iou50']} / {count} | {found['iou90']} / {count} |"
         )

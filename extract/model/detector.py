@@ -13,7 +13,7 @@ other sizes (300 / 500 there) or on a GPU (cuDNN); `group_same_size=False` runs 
 Module and parameter names are detectron2's (`backbone.res2.0.conv1.weight`, ...).
 
 Precision (spec section 9): `set_compute_dtype(torch.bfloat16)` (or float16) runs the convolutions
-(backbone, the RPN's 3x3 conv, res5) in that dtype. The RPN's 1x1 logit / delta convs, ROIPool, the
+(backbone, the RPN's 3x3 conv, res5) in that dtype, channels-last. The RPN's 1x1 logit / delta convs, ROIPool, the
 mean pooling, the box and attribute heads, box decoding, NMS and every softmax stay float32, so the
 region features and scores handed out are float32 whatever the compute dtype.
 """
@@ -62,8 +62,9 @@ class VGDetector(nn.Module):
     def set_compute_dtype(self, dtype: torch.dtype) -> VGDetector:
         """Run the convolutions (backbone, RPN 3x3 conv, res5) in `dtype`: float32, float16 or bfloat16.
 
-        Their weights are converted (going back to float32 does not restore the rounded bits). Heads,
-        box decoding, NMS and softmax stay float32 (module docstring). Returns self.
+        Their weights are converted (going back to float32 does not restore the rounded bits); in float16 and
+        bfloat16 they, and so the activations, are channels-last. Heads, box decoding, NMS and softmax stay
+        float32 (module docstring). Returns self.
         """
         if dtype not in COMPUTE_TORCH_DTYPES:
             expected = ", ".join(map(str, COMPUTE_TORCH_DTYPES))
@@ -72,9 +73,16 @@ class VGDetector(nn.Module):
         # low-precision input with float32 statistics). Rounding running_mean and bias to bfloat16 one by
         # one loses part of their difference, which is what the layer adds (tiny fixture model, 000456:
         # res4 off by 6.9% instead of 5.9%, relative L2).
+        # Low precision runs channels-last (N, H, W, C in memory; activations follow the weights): oneDNN's
+        # bfloat16 / float16 kernels read that layout without reordering, and PyTorch's own fallback on CPUs
+        # without such instructions ran 5x faster in it (docs/extract.md). float32 keeps the default layout,
+        # whose results are detectron2's bit for bit (channels-last convolutions differ by about 3e-6).
+        layout = torch.contiguous_format if dtype == torch.float32 else torch.channels_last
         for module in (self.backbone, self.proposal_generator.rpn_head.conv, self.roi_heads.res5):
             for param in module.parameters():
-                param.data = param.data.to(dtype)
+                data = param.data.to(dtype)
+                param.data = data.contiguous(memory_format=layout) if data.dim() == 4 else data
+        self.roi_heads.channels_last = layout == torch.channels_last
         return self
 
     def forward(

@@ -80,9 +80,12 @@ def _floor_log2(lengths: torch.Tensor) -> torch.Tensor:
     return table[lengths]
 
 
-def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float) -> torch.Tensor:
-    """features (N, C, H, W), rois (R, 5) (image index, x1, y1, x2, y2) -> (R, C, output_size, output_size),
-    contiguous, in the features' dtype: torchvision.ops.roi_pool's values (module docstring), on torch's threads.
+def roi_pool(
+    features: torch.Tensor, rois: torch.Tensor, output_size: int, spatial_scale: float, *, channels_last: bool = False
+) -> torch.Tensor:
+    """features (N, C, H, W), rois (R, 5) (image index, x1, y1, x2, y2) -> (R, C, output_size, output_size)
+    in the features' dtype: torchvision.ops.roi_pool's values (module docstring), on torch's threads; contiguous,
+    or channels-last with ``channels_last`` (the order the values are gathered in: no transposing copy).
     Inference only: features that need a gradient are refused (torchvision's kernel has the backward pass)."""
     if features.dim() != 4:
         raise ValueError(f"roi_pool: features must be (N, C, H, W), got shape {tuple(features.shape)}")
@@ -95,7 +98,8 @@ def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size: int, spati
     num_images, channels, height, width = features.shape
     bins = output_size * output_size
     if rois.shape[0] == 0 or channels == 0 or bins == 0 or height == 0 or width == 0:
-        return features.new_zeros(rois.shape[0], channels, output_size, output_size)
+        empty_output = features.new_zeros(rois.shape[0], channels, output_size, output_size)
+        return empty_output.contiguous(memory_format=torch.channels_last) if channels_last else empty_output
     image_index = rois[:, 0].to(torch.float32).to(torch.int64)  # C's int(): truncation
     outside = (image_index < 0) | (image_index >= num_images)
     if bool(outside.any()):
@@ -114,7 +118,16 @@ def roi_pool(features: torch.Tensor, rois: torch.Tensor, output_size: int, spati
     # torchvision starts each bin at -FLT_MAX and takes a value only when it is greater: NaN never wins and
     # nothing below -FLT_MAX does. Those values become -FLT_MAX here, so a plain maximum gives the same bins.
     lowest = torch.tensor(-FLOAT32_MAX, dtype=torch.float32).to(features.dtype)
-    output = features.new_empty(rois.shape[0], channels, output_size, output_size)
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    output = torch.empty(
+        rois.shape[0],
+        channels,
+        output_size,
+        output_size,
+        dtype=features.dtype,
+        device=features.device,
+        memory_format=layout,
+    )
     for image in range(num_images):
         selected = (image_index == image).nonzero().squeeze(1)
         if len(selected) == 0:

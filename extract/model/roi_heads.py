@@ -60,6 +60,7 @@ class Res5ROIHeads(nn.Module):
         self.spatial_scale = 1.0 / FEATURE_STRIDE
         self.res5 = build_res5(config)
         self.rois_per_pass = 300  # regions through res5 at once (memory); results do not depend on it
+        self.channels_last = False  # res5's layout (VGDetector.set_compute_dtype): the pooled grid is made in it
         self.box_predictor = BoxPredictor(
             config.pooled_dim, config.num_classes, config.num_attributes if config.attribute_head else None
         )
@@ -87,7 +88,7 @@ class Res5ROIHeads(nn.Module):
         pooled = []
         for chunk in rois.split(self.rois_per_pass):
             if ours:
-                grid = roi_pool(features, chunk, size, self.spatial_scale)
+                grid = roi_pool(features, chunk, size, self.spatial_scale, channels_last=self.channels_last)
             else:
                 grid = torchvision_roi_pool(features, chunk, (size, size), self.spatial_scale)
             x = self.res5(grid.to(res5_dtype))

@@ -69,6 +69,14 @@ def test_other_dtypes_pool_as_float32_then_round(dtype):
         assert torch.equal(ours, reference(features, rois, size, scale))
 
 
+@pytest.mark.parametrize("seed", [0, 3, 8])
+def test_channels_last_output_holds_the_same_values(seed):
+    features, rois, size, scale = random_case(seed)
+    grid = roi_pool(features, rois, size, scale, channels_last=True)
+    assert grid.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(grid, reference(features, rois, size, scale))
+
+
 def test_full_size_map_and_proposals():
     # The detector's case: a 600 x 1000 image's res4 map, 300 proposals inside the image, many
     # bins of 4 to 6 cells (table levels up to 2 x 2), and one box covering the whole map.
