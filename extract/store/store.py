@@ -706,7 +706,8 @@ class FeatureDataset(torch.utils.data.Dataset):
     float32, ``box_mask`` (K,) int64 with 1 = real box, 0 = padding (zeros everywhere), ``height``,
     ``width``. K is ``pad_to``, by default the store's largest box count ("10-100" -> 100, "36" -> 36).
     The HDF5 file is opened lazily in the process that reads, so no h5py handle crosses a fork. Each item
-    is checked against its checksum: a damaged record raises StoreError.
+    is checked against its checksum: a damaged record raises StoreError. ``close()`` (or a ``with`` block)
+    releases this process's handle; a later item opens the file again.
     """
 
     def __init__(self, path: str | os.PathLike, ids: Sequence[str] | None = None, pad_to: int | None = None):
@@ -745,6 +746,18 @@ class FeatureDataset(torch.utils.data.Dataset):
             item[name] = torch.from_numpy(padded)
         item["box_mask"] = torch.from_numpy((np.arange(pad) < count).astype(np.int64))
         return item
+
+    def close(self) -> None:
+        """Close the file handle this process holds (none in a fresh copy, e.g. a DataLoader worker's)."""
+        store, self._store, self._pid = self._store, None, None
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> FeatureDataset:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_store": None, "_pid": None}

@@ -240,6 +240,23 @@ def test_dataset_with_dataloader_workers(tmp_path):
     assert pickle.loads(pickle.dumps(dataset))[5]["id"] == records[5]["id"]  # spawn-style workers
 
 
+def test_closing_a_dataset_releases_its_file(tmp_path):
+    # A dataset that has read holds the file open, and HDF5 cannot open it for writing in the same process:
+    # close() (or the end of a with block) releases it; a later item opens the file again.
+    path = write_store(tmp_path / "s.h5", [record(i) for i in range(3)])
+    with FeatureStore(path).as_dataset() as dataset:
+        assert dataset[0]["id"] == record(0)["id"]
+        with pytest.raises(StoreError, match="already open in this process"):
+            StoreWriter(path, metadata=metadata(), feature_dtype="float16", resume=True)
+    with StoreWriter(path, metadata=metadata(), feature_dtype="float16", resume=True) as writer:
+        writer.append([record(3)])
+    assert dataset[1]["id"] == record(1)["id"]
+    dataset.close()
+    dataset.close()  # twice is fine
+    with FeatureStore(path) as store:
+        assert len(store) == 4
+
+
 def test_dataset_refuses_unknown_ids(tmp_path):
     with FeatureStore(write_store(tmp_path / "s.h5", [record(0)])) as store:
         with pytest.raises(KeyError, match="1 of the 2 ids are not in the feature store.*'nope'"):
