@@ -4,16 +4,17 @@
 #
 #     bash benchmarks/run_gpu.sh 2>&1 | tee gpu-benchmarks.md
 #
-# Each step has its own time limit (STEP_TIMEOUT seconds, default 80: the seven steps fit in 10 minutes even
+# Each step has its own time limit (STEP_TIMEOUT seconds, default 70: the eight steps fit in 10 minutes even
 # when every one runs to its limit) and a failing step does not stop the others. What the targets of
 # issue 16 read from: LXMERT bf16 (bench_lxmert), extraction at 600 x 1000 in bf16 at batch 1 vs 8 (bench_extract
 # --same-size: target >= 100 images/s at batch 8, 2x batch 1), the job with decoding workers (bench_job), the
 # pipeline's p50 / p99 and a second question with kept regions (bench_pipeline: targets p50 < 50 ms, second
-# question < 5 ms), training steps/s (bench_train), and the service (bench_serve).
+# question < 5 ms), training steps/s (bench_train), the service (bench_serve), and what bfloat16 changes in the
+# full-size detector's features and boxes, in both memory layouts (bench_precision).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python}
-STEP_TIMEOUT=${STEP_TIMEOUT:-80}
+STEP_TIMEOUT=${STEP_TIMEOUT:-70}
 failed=()
 
 step() {
@@ -36,6 +37,7 @@ step benchmarks/bench_pipeline.py --device cuda --dtype bfloat16 --repeats 5 --l
 step benchmarks/bench_job.py --device cuda --images 256 --batch-size 8 --num-workers 8 --repeats 2
 step benchmarks/bench_train.py --device cuda --images 1000 --repeats 3 --workers 0 4
 step benchmarks/bench_serve.py --device cuda --full-size --requests 100 --concurrency 1 4 16
+step benchmarks/bench_precision.py --device cuda --full-size --dtypes bfloat16 float16 --compare-layouts
 
 echo
 if [ ${#failed[@]} -gt 0 ]; then
