@@ -16,12 +16,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .features import FeatureExtractionPipeline
     from .matching import ImageTextMatchingPipeline
-    from .registry import TASKS, pipeline
+    from .registry import TASKS, HubUnreachableError, pipeline
     from .vqa import VisualQuestionAnsweringPipeline
 
 # public name -> the submodule that defines it
 _EXPORTS = {
     "TASKS": "registry",
+    "HubUnreachableError": "registry",
     "FeatureExtractionPipeline": "features",
     "ImageTextMatchingPipeline": "matching",
     "VisualQuestionAnsweringPipeline": "vqa",
@@ -30,6 +31,7 @@ _EXPORTS = {
 
 __all__ = [
     "TASKS",
+    "HubUnreachableError",
     "FeatureExtractionPipeline",
     "ImageTextMatchingPipeline",
     "VisualQuestionAnsweringPipeline",

@@ -273,28 +273,15 @@ def load_pipeline(
     **options: Any,
 ):
     """pipeline(task, ...) for a command, with one CommandError naming every checkpoint that neither the hub
-    (unreachable) nor the local cache has, instead of the hub client's retries. detector: a hub id, a folder or
-    a RegionFeatureExtractor already loaded (shared by several pipelines); options: pipeline()'s others."""
+    (unreachable) nor the local cache has, in flag terms. detector: a hub id, a folder or a RegionFeatureExtractor
+    already loaded (shared by several pipelines); options: pipeline()'s others."""
     # After parsing and the cheap checks: importing torch and the models takes seconds.
-    from lxmert.hub import hub_endpoint, hub_reachable
+    from .registry import HubUnreachableError, pipeline
 
-    from .registry import hub_checkpoints, pipeline
-
-    hub = hub_checkpoints(task, model, detector)
-    # One quick probe instead of the hub client's retries (five per file, 23 s each, printed).
-    offline = bool(hub) and not hub_reachable()
-    missing = [checkpoint for checkpoint in hub if not checkpoint.cached]
-    if offline and missing:
-        raise CommandError(unavailable_message(missing, hub_endpoint()))
-    return pipeline(
-        task,
-        model=model,
-        detector=detector,
-        device=device,
-        allow_network=allow_network,
-        local_files_only=offline,
-        **options,
-    )
+    try:
+        return pipeline(task, model=model, detector=detector, device=device, allow_network=allow_network, **options)
+    except HubUnreachableError as error:
+        raise CommandError(unavailable_message(error.missing, error.endpoint)) from None
 
 
 def check_picture_output(path: str, *, example: str = "regions.png") -> str:

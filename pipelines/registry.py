@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+import lxmert.hub  # hub_reachable is looked up when called (tests stand in for the network)
 from extract.checkpoints import in_hub_cache as detector_in_hub_cache
 from extract.devices import resolve_device, torch_dtype
 from extract.extractor import RegionFeatureExtractor
@@ -75,6 +76,29 @@ class HubCheckpoint:
     cached: bool  # the local cache holds every file loading reads
 
 
+ROLES = {"model": "LXMERT model", "detector": "detector"}  # HubCheckpoint.argument -> words
+
+
+class HubUnreachableError(OSError):
+    """The Hugging Face hub does not answer and the local cache lacks checkpoints the pipeline needs.
+
+    ``missing``: those checkpoints (HubCheckpoint); ``endpoint``: the hub address that was tried.
+    """
+
+    def __init__(self, missing: list[HubCheckpoint], endpoint: str):
+        self.missing, self.endpoint = list(missing), endpoint
+        named = " and ".join(f"the {ROLES[c.argument]} {c.repo_id} ({c.argument}=)" for c in self.missing)
+        downloads = "; ".join(f"huggingface-cli download {c.repo_id}" for c in self.missing)
+        super().__init__(
+            f"the Hugging Face hub ({endpoint}) is unreachable (offline, or HF_HUB_OFFLINE is set) and the local "
+            f"cache lacks {named}; download {'them' if len(self.missing) > 1 else 'it'} once with network access "
+            f"({downloads}), or pass local folders"
+        )
+
+    def __reduce__(self):
+        return (type(self), (self.missing, self.endpoint))
+
+
 def pipeline(
     task: str,
     model: str | os.PathLike | torch.nn.Module | None = None,
@@ -108,10 +132,20 @@ def pipeline(
     max_download_bytes: the byte cap of a URL download (default: 4 bytes per pixel of max_image_pixels,
     about 358 MB with Pillow's limit; none when max_image_pixels is None). download_timeout: seconds
     for a whole URL download (default 60), however slowly the server sends.
-    local_files_only: hub ids come from the local huggingface_hub cache only, never the network.
+    local_files_only: hub ids come from the local huggingface_hub cache only, never the network. Without it,
+    when a checkpoint is a hub id the hub is probed once (lxmert.hub.hub_reachable, 5 s at most): unreachable,
+    the cache serves what it holds (no retries by the hub client, which waits minutes per file) and what it
+    lacks raises HubUnreachableError naming every missing checkpoint.
     options: task options, e.g. score_function="softmax" for "vqa".
     """
     name, spec = _task(task)
+    if not local_files_only:
+        checkpoints = hub_checkpoints(task, model, detector)
+        if checkpoints and not lxmert.hub.hub_reachable():
+            missing = [checkpoint for checkpoint in checkpoints if not checkpoint.cached]
+            if missing:
+                raise HubUnreachableError(missing, lxmert.hub.hub_endpoint())
+            local_files_only = True
     device = _device(device, model, detector)
     dtype = _dtype(dtype)
     if resize is not None and resize not in RESIZES:

@@ -174,6 +174,34 @@ def test_unreachable_hub_uses_the_cache_without_retries(vqa_dir, detector_dir, t
     assert len(result.stdout.splitlines()) == 2
 
 
+def test_pipeline_with_the_hub_unreachable_names_every_missing_checkpoint(detector_dir, monkeypatch):
+    from pipelines import HubUnreachableError, pipeline
+
+    monkeypatch.setattr("lxmert.hub.hub_reachable", lambda: False)
+    with pytest.raises(HubUnreachableError) as raised:
+        pipeline("vqa", model="nobody/uncached-vqa", detector=detector_dir, device="cpu")
+    message = str(raised.value)
+    assert "the Hugging Face hub (" in message and "is unreachable" in message
+    assert "lacks the LXMERT model nobody/uncached-vqa (model=); download it once" in message
+    assert "huggingface-cli download nobody/uncached-vqa" in message and "detector" not in message
+    assert [(c.argument, c.repo_id) for c in raised.value.missing] == [("model", "nobody/uncached-vqa")]
+
+
+def test_pipeline_with_the_hub_unreachable_uses_the_cache_without_retries(vqa_dir, detector_dir, images, tmp_path):
+    # pipeline() from code, not the command: one probe, then the cache (the hub client's retries wait minutes).
+    env = unreachable_hub(tmp_path)
+    cache_as_hub_repo(vqa_dir, "someone/tiny-vqa", Path(env["HF_HOME"]))
+    cache_as_hub_repo(detector_dir, "someone/tiny-detector", Path(env["HF_HOME"]))
+    script = (
+        "from pipelines import pipeline\n"
+        "vqa = pipeline('vqa', model='someone/tiny-vqa', detector='someone/tiny-detector', device='cpu')\n"
+        f"print(len(vqa({str(images[0])!r}, {QUESTION!r}, top_k=2)))\n"
+    )
+    result = run(["-c", script], **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and result.stdout == "2\n"
+
+
 # -- lxmert regions ----------------------------------------------------------------------------------
 
 
