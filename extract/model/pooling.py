@@ -135,7 +135,7 @@ def roi_pool(
         row_levels = int(row_level[selected].max()) + 1
         col_levels = int(col_level[selected].max()) + 1
         cells = features[image].permute(1, 2, 0)  # (H, W, C)
-        cells = torch.where(cells.isnan(), lowest, cells).clamp_(min=lowest)  # contiguous (H, W, C)
+        cells = torch.where(cells.isnan(), lowest, cells).clamp_(min=lowest)  # copied into the table below
         table = _range_max_table(cells, row_levels, col_levels).reshape(-1, channels)
         for chunk in selected.split(ROIS_PER_GATHER):
             # table row of [a, b, h, w]: ((a * col_levels + b) * H + h) * W + w
