@@ -12,10 +12,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..model.config import ConfigError
 from .errors import CheckpointError
-from .formats import CONFIG_NAME, SAFETENSORS_NAME
-from .pretrained import read_checkpoint, save_pretrained
+from .names import CONFIG_NAME, SAFETENSORS_NAME
 
 PROG = "lxmert-convert-detector"
 
@@ -72,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the converter; returns the exit status (0 done, 1 an error, reported on stderr)."""
     args = build_parser().parse_args(argv)
+    # After parsing: --help answers at once, reading a checkpoint imports torch and the network (seconds).
+    from ..model.config import ConfigError
+    from .pretrained import read_checkpoint, save_pretrained
+
     dst = Path(args.dst).expanduser()
     try:
         if dst.exists() and not dst.is_dir():

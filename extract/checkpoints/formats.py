@@ -23,10 +23,9 @@ import numpy as np
 import torch
 
 from .errors import CheckpointError
+from .names import SAFETENSORS_NAME
 from .safe_pickle import pickled_arrays, read_pickle
 
-CONFIG_NAME = "config.yaml"
-SAFETENSORS_NAME = "model.safetensors"
 # Weight files looked for in a folder or a hub repository, in this order; then a folder's only file
 # with one of WEIGHTS_SUFFIXES (in that order).
 WEIGHTS_NAMES = (SAFETENSORS_NAME, "pytorch_model.bin", "model_final.pkl", "model_final.pth")

@@ -22,16 +22,15 @@ from ..model.detector import VGDetector
 from ..model.rpn import cell_anchors
 from .errors import CheckpointError
 from .formats import (
-    CONFIG_NAME,
     FORMAT_NAME,
     FORMAT_VERSION,
-    SAFETENSORS_NAME,
     WEIGHTS_NAMES,
     WEIGHTS_SUFFIXES,
     read_weights,
     weights_format,
 )
 from .key_maps import KEY_MAPS, SAFETENSORS_KEYS, fit_state_dict
+from .names import CONFIG_NAME, SAFETENSORS_NAME
 
 
 @dataclass(frozen=True)
