@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import run_help
 from PIL import Image
 
 from pipelines.cli import CAPTIONS, DRAWN_BOXES
@@ -61,21 +62,11 @@ def cache_as_hub_repo(folder: Path, repo_id: str, hf_home: Path) -> None:
 
 @pytest.mark.parametrize("command", ["ask", "regions"])
 def test_help_imports_neither_torch_nor_the_packages(command):
-    script = (
-        "import sys\n"
-        "from pipelines.cli import main\n"
-        "try:\n"
-        f"    main([{command!r}, '--help'])\n"
-        "except SystemExit as exit:\n"
-        "    print('exit', exit.code)\n"
-        "heavy = ('torch', 'numpy', 'PIL', 'huggingface_hub', 'lxmert')\n"
-        # extract.options (argument parsers, no torch) is the one module of the packages a --help may load.
-        "others = [m for m in sys.modules if m.startswith('extract.') and m != 'extract.options']\n"
-        "print(sorted(m for m in heavy if m in sys.modules) + sorted(others))\n"
-    )
-    result = run(["-c", script])
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-2:] == ["exit 0", "[]"]
+    code, _, loaded = run_help("pipelines.cli", [command, "--help"])
+    heavy = {"torch", "numpy", "PIL", "huggingface_hub", "lxmert"}
+    # extract.options (argument parsers, no torch) is the one module of the packages a --help may load.
+    others = {m for m in loaded if m.startswith("extract.") and m != "extract.options"}
+    assert code == 0 and not (heavy & loaded) and not others
     module = run(["-m", "pipelines.cli", command, "--help"])
     example = {"ask": 'lxmert ask cat.jpg "What color is the cat?"', "regions": "lxmert regions cat.jpg --draw"}
     assert module.returncode == 0 and example[command] in module.stdout

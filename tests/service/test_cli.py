@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers import free_port, http_status, wait_until
+from helpers import free_port, http_status, run_help, wait_until
 
 from pipelines.cli import build_parser
 from service.cli import add_serve_parser, config_from_args, main
@@ -41,18 +41,8 @@ def run(args: list[str]) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("command", ["serve", "ask", "regions"])
 def test_help_imports_neither_torch_nor_the_web_framework(command):
-    script = (
-        "import sys\n"
-        "from service.cli import main\n"
-        "try:\n"
-        f"    main([{command!r}, '--help'])\n"
-        "except SystemExit as exit:\n"
-        "    print('exit', exit.code)\n"
-        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
-    )
-    result = run(["-c", script])
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-2:] == ["exit 0", "[]"]
+    code, _, loaded = run_help("service.cli", [command, "--help"])
+    assert code == 0 and not set(HEAVY) & loaded
 
 
 def test_serve_help_and_the_command_list():

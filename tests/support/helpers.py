@@ -12,6 +12,7 @@ import json
 import math
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -310,3 +311,22 @@ def wait_until(condition, process: subprocess.Popen, log: Path, timeout: float) 
         assert process.poll() is None, f"the server exited ({process.returncode}):\n{log.read_text()[-3000:]}"
         assert time.monotonic() < deadline, f"not reached in {timeout} s:\n{log.read_text()[-3000:]}"
         time.sleep(0.05)
+
+
+def run_help(module: str, argv: list[str]) -> tuple[object, str, set[str]]:
+    """`module.main(argv)` (a --help) in a fresh interpreter -> its exit code, what it printed, and every module
+    it loaded (the command lines' promise: --help answers without torch)."""
+    script = (
+        "import json, sys\n"
+        f"from {module} import main\n"
+        "try:\n"
+        f"    code = main({list(argv)!r})\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "print('\\n' + json.dumps([code, sorted(sys.modules)]))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    printed, _, last = result.stdout.rstrip("\n").rpartition("\n")
+    code, modules = json.loads(last)
+    return code, printed, set(modules)

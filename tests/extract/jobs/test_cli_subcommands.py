@@ -11,7 +11,7 @@ import sys
 
 import h5py
 import pytest
-from helpers import SUPPORT, good_lines, replace_field, store_with_ids, stored_ids, tiny_record
+from helpers import SUPPORT, good_lines, replace_field, run_help, store_with_ids, stored_ids, tiny_record
 
 import extract.store.tsv
 from extract.jobs.cli import EXIT_ERROR, EXIT_INTERRUPTED, EXIT_OK, SHOWN_DAMAGED, main
@@ -404,16 +404,6 @@ def test_overwrite_is_refused_while_another_process_writes_the_output(tmp_path, 
 @pytest.mark.parametrize("command", [[], ["merge"], ["tsv-import"], ["tsv-export"], ["verify"]], ids=str)
 def test_help_loads_neither_torch_nor_pillow_nor_h5py(command):
     # `lxmert-extract --help` took about 3 s when the command line imported extract.images (and torch with it).
-    script = (
-        "import sys\n"
-        "from extract.jobs.cli import main\n"
-        "try:\n"
-        f"    main({[*command, '--help']!r})\n"
-        "except SystemExit as exit:\n"
-        "    print('exit', exit.code)\n"
-        "print(sorted(m for m in ('torch', 'PIL', 'h5py', 'extract.images') if m in sys.modules))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-2:] == ["exit 0", "[]"]
-    assert "lxmert-extract" in result.stdout
+    code, printed, loaded = run_help("extract.jobs.cli", [*command, "--help"])
+    assert code == 0 and not {"torch", "PIL", "h5py", "extract.images"} & loaded
+    assert "lxmert-extract" in printed
