@@ -87,12 +87,15 @@ def main() -> None:
     models = extractors(args.full_size, args.device, [torch.float32, *dtypes])
     if args.channels_last:
         models[torch.float32].detector.to(memory_format=torch.channels_last)
-    default_layout = {}
-    if args.compare_layouts:
-        for dtype, extractor in extractors(args.full_size, args.device, dtypes).items():
-            extractor.detector.to(memory_format=torch.contiguous_format)
-            extractor.detector.roi_heads.channels_last = False
-            default_layout[dtype] = extractor
+    # (row name, extractor) of every low-precision row; with --compare-layouts each dtype also in the default layout
+    candidates = []
+    others = extractors(args.full_size, args.device, dtypes) if args.compare_layouts else {}
+    for dtype in dtypes:
+        name = str(dtype).removeprefix("torch.")
+        candidates.append((name, models[dtype]))
+        if dtype in others:
+            others[dtype].detector.to(memory_format=torch.contiguous_format)
+            candidates.append((f"{name}, default layout", others[dtype]))
     capability = torch.backends.cpu.get_cpu_capability() if args.device == "cpu" else torch.cuda.get_device_name()
     print(
         f"torch {torch.__version__}, {args.device} ({capability}), {torch.get_num_threads()} threads, "
@@ -103,17 +106,11 @@ def main() -> None:
         timed(models[torch.float32], args.device)  # warm-up
         reference, reference_seconds = timed(models[torch.float32], args.device)
         rows = []
-        for dtype in dtypes:
-            timed(models[dtype], args.device)  # warm-up
-            own, seconds = timed(models[dtype], args.device)
-            given = models[dtype](IMAGES, given_boxes=[regions.boxes for regions in reference])
-            rows.append((str(dtype).removeprefix("torch."), seconds, compare(reference, own, given)))
-            if dtype in default_layout:
-                timed(default_layout[dtype], args.device)  # warm-up
-                own, seconds = timed(default_layout[dtype], args.device)
-                given = default_layout[dtype](IMAGES, given_boxes=[regions.boxes for regions in reference])
-                name = f"{str(dtype).removeprefix('torch.')}, default layout"
-                rows.append((name, seconds, compare(reference, own, given)))
+        for name, extractor in candidates:
+            timed(extractor, args.device)  # warm-up
+            own, seconds = timed(extractor, args.device)
+            given = extractor(IMAGES, given_boxes=[regions.boxes for regions in reference])
+            rows.append((name, seconds, compare(reference, own, given)))
     count = sum(len(regions) for regions in reference)
     print()
     print(

@@ -139,6 +139,11 @@ def pipeline(
     options: task options, e.g. score_function="softmax" for "vqa".
     """
     name, spec = _task(task)
+    device = _device(device, model, detector)
+    dtype = _dtype(dtype)
+    if resize is not None and resize not in RESIZES:
+        raise ValueError(f"resize={resize!r}: expected one of {', '.join(RESIZES)}")
+    # After the cheap checks: the probe may take seconds.
     if not local_files_only:
         checkpoints = hub_checkpoints(task, model, detector)
         if checkpoints and not lxmert.hub.hub_reachable():
@@ -146,10 +151,6 @@ def pipeline(
             if missing:
                 raise HubUnreachableError(missing, lxmert.hub.hub_endpoint())
             local_files_only = True
-    device = _device(device, model, detector)
-    dtype = _dtype(dtype)
-    if resize is not None and resize not in RESIZES:
-        raise ValueError(f"resize={resize!r}: expected one of {', '.join(RESIZES)}")
     hub = {"local_files_only": True} if local_files_only else {}
     extractor = _extractor(detector, device, dtype, resize, max_image_pixels, hub)
     reader = ImageReader(

@@ -82,7 +82,6 @@ class VGDetector(nn.Module):
             for param in module.parameters():
                 data = param.data.to(dtype)
                 param.data = data.contiguous(memory_format=layout) if data.dim() == 4 else data
-        self.roi_heads.channels_last = layout == torch.channels_last
         return self
 
     def forward(

@@ -60,7 +60,6 @@ class Res5ROIHeads(nn.Module):
         self.spatial_scale = 1.0 / FEATURE_STRIDE
         self.res5 = build_res5(config)
         self.rois_per_pass = 300  # regions through res5 at once (memory); results do not depend on it
-        self.channels_last = False  # res5's layout (VGDetector.set_compute_dtype): the pooled grid is made in it
         self.box_predictor = BoxPredictor(
             config.pooled_dim, config.num_classes, config.num_attributes if config.attribute_head else None
         )
@@ -88,7 +87,7 @@ class Res5ROIHeads(nn.Module):
         pooled = []
         for chunk in rois.split(self.rois_per_pass):
             if ours:
-                grid = roi_pool(features, chunk, size, self.spatial_scale, channels_last=self.channels_last)
+                grid = roi_pool(features, chunk, size, self.spatial_scale, channels_last=self._res5_channels_last())
             else:
                 grid = torchvision_roi_pool(features, chunk, (size, size), self.spatial_scale)
             x = self.res5(grid.to(res5_dtype))
@@ -96,6 +95,17 @@ class Res5ROIHeads(nn.Module):
         if not pooled:
             return features.new_zeros(0, self.box_predictor.cls_score.in_features, dtype=torch.float32)
         return torch.cat(pooled)
+
+    def _res5_channels_last(self) -> bool:
+        """Whether res5 runs channels-last (VGDetector.set_compute_dtype in low precision, or a .to(memory_format=
+        ...)): its first spatial kernel says (a 1 x 1 kernel is contiguous in both layouts). The pooled grid is
+        then gathered in that layout, with no transposing copy."""
+        kernel = next((p for p in self.res5.parameters() if p.dim() == 4 and p.shape[-1] > 1), None)
+        return (
+            kernel is not None
+            and not kernel.is_contiguous()
+            and kernel.is_contiguous(memory_format=torch.channels_last)
+        )
 
     def forward(
         self, features: torch.Tensor, boxes: list[torch.Tensor]

@@ -172,3 +172,23 @@ def test_a_gradient_goes_through_torchvision():
     pooled = heads.pooled_features(features, [rois[:, 1:]])
     pooled.sum().backward()
     assert features.grad is not None and features.grad.sum() == 2 * 4 / 4  # 2 channels x 4 bins, mean of 4
+
+
+def test_roi_head_gathers_the_grid_in_res5s_layout():
+    # res5 channels-last (low precision, or a .to(memory_format=...)): the grid comes channels-last, no transpose.
+    config = DetectorConfig(
+        resnet_depth=50, stem_out_channels=16, res2_out_channels=32, width_per_group=8, num_classes=5, num_attributes=3
+    )
+    heads = Res5ROIHeads(dataclasses.replace(config, pooler_resolution=7)).eval()
+    features = torch.rand(1, heads.res5[0].conv1.in_channels, 20, 30)
+    boxes = [torch.tensor([[3.0, 4.0, 200.0, 150.0]])]
+    seen = []
+    heads.res5.register_forward_pre_hook(lambda module, inputs: seen.append(inputs[0]))
+    with torch.no_grad():
+        default = heads.pooled_features(features, boxes)
+        heads.res5.to(memory_format=torch.channels_last)
+        channels_last = heads.pooled_features(features, boxes)
+    assert seen[0].is_contiguous() and not seen[0].is_contiguous(memory_format=torch.channels_last)
+    assert seen[1].is_contiguous(memory_format=torch.channels_last) and not seen[1].is_contiguous()
+    assert torch.equal(seen[0], seen[1])
+    torch.testing.assert_close(channels_last, default, rtol=1e-5, atol=1e-5)  # the layouts' kernels differ by ~1e-6
